@@ -1,0 +1,178 @@
+"""Trainer overhead: cadence's Trainer against a hand-written PyTorch loop (and Lightning).
+
+The same model, the same initial weights, the same optimizer and the very same list of
+batches (FSDD digits, log-mel front-end, the recipe's CNN) are trained by each contender in
+turn, round after round, so machine noise hits all of them alike. The per-epoch time of each is
+the median over all its epochs; the figure of merit is the ratio to the raw loop. As a check
+that cadence does no hidden extra work, the weights after one epoch from the same start must be
+bit-identical to the raw loop's.
+
+    python benchmarks/overhead.py [--rounds 3] [--epochs 2] [--utterances 1200]
+
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from cadence import Callback, ClassificationTask, Trainer
+from cadence.corpora.fsdd import find_fsdd, prepare_fsdd
+from cadence.data.dataset import AudioClassificationDataset, collate_audio
+from cadence.data.features import LogMel
+from cadence.data.manifest import read_labels, read_manifest
+from cadence.models.cnn_classifier import CNNClassifier
+
+
+def fixed_batches(utterances: int, batch_size: int, work_dir: Path) -> tuple[list, int]:
+    written = prepare_fsdd(find_fsdd(), work_dir)["digits"]
+    labels = read_labels(written["train"].parent / "labels.json")
+    entries = read_manifest(written["train"])[:utterances]
+    dataset = AudioClassificationDataset(entries, {name: index for index, name in enumerate(labels)}, 8000)
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0)).tolist()
+    batches = [collate_audio([dataset[index] for index in order[start : start + batch_size]]) for start in range(0, len(order), batch_size)]
+    return batches, len(labels)
+
+
+def new_task(initial_state: dict, classes: int) -> ClassificationTask:
+    task = ClassificationTask(CNNClassifier(num_classes=classes), features=LogMel())
+    task.load_state_dict(initial_state)
+    return task
+
+
+def new_optimizer(task: torch.nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(task.parameters(), lr=3e-3, weight_decay=0.01)
+
+
+def raw_loop(task: ClassificationTask, batches: list, epochs: int) -> list[float]:
+    """What a user writes by hand: features, forward, loss, backward, clip, step."""
+    optimizer = new_optimizer(task)
+    task.train()
+    times = []
+    for _ in range(epochs):
+        started = time.perf_counter()
+        for batch in batches:
+            features, lengths = task.features(batch.audio, batch.audio_lengths)
+            loss = F.cross_entropy(task.model(features, lengths), batch.targets)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(task.parameters(), 5.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+class EpochTimer(Callback):
+    def __init__(self):
+        self.times: list[float] = []
+
+    def on_epoch_start(self, trainer):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, trainer):
+        self.times.append(time.perf_counter() - self.started)
+
+
+def cadence_loop(task: ClassificationTask, batches: list, epochs: int) -> list[float]:
+    timer = EpochTimer()
+    trainer = Trainer(task, new_optimizer(task), max_epochs=epochs, clip_grad_norm=5.0, callbacks=[timer], progress_bar=False, device="cpu")
+    trainer.fit(batches)
+    return timer.times
+
+
+def lightning_loop(task: ClassificationTask, batches: list, epochs: int) -> list[float] | None:
+    try:
+        import pytorch_lightning as lightning
+    except ImportError:
+        return None
+
+    class Module(lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.task = task
+
+        def training_step(self, batch, batch_index):
+            return self.task.training_step(batch).loss
+
+        def configure_optimizers(self):
+            return new_optimizer(self.task)
+
+        def transfer_batch_to_device(self, batch, device, dataloader_idx):
+            return batch  # CPU only; a plain list of batches
+
+    class Timer(lightning.Callback):
+        def __init__(self):
+            self.times = []
+
+        def on_train_epoch_start(self, trainer, module):
+            self.started = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, module):
+            self.times.append(time.perf_counter() - self.started)
+
+    timer = Timer()
+    trainer = lightning.Trainer(
+        max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=5.0, callbacks=[timer],
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(Module(), train_dataloaders=batches)
+    return timer.times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--utterances", type=int, default=1200)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--work-dir", default="runs/benchmarks/overhead")
+    arguments = parser.parse_args()
+    torch.manual_seed(0)
+    batches, classes = fixed_batches(arguments.utterances, arguments.batch_size, Path(arguments.work_dir))
+    initial = copy.deepcopy(ClassificationTask(CNNClassifier(num_classes=classes), features=LogMel()).state_dict())
+
+    # Same start, same batches, one epoch each: cadence must land on the raw loop's weights.
+    raw_task, cadence_task = new_task(initial, classes), new_task(initial, classes)
+    raw_loop(raw_task, batches, 1)
+    cadence_loop(cadence_task, batches, 1)
+    identical = all(torch.equal(a, b) for a, b in zip(raw_task.state_dict().values(), cadence_task.state_dict().values()))
+
+    contenders = {"raw": raw_loop, "cadence": cadence_loop, "lightning": lightning_loop}
+    epoch_times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(arguments.rounds):
+        for name, loop in contenders.items():
+            times = loop(new_task(initial, classes), batches, arguments.epochs)
+            if times is None:
+                epoch_times.pop(name, None)
+                continue
+            epoch_times[name].extend(times)
+        contenders = {name: loop for name, loop in contenders.items() if name in epoch_times}
+
+    median = {name: statistics.median(times) for name, times in epoch_times.items()}
+    report = {
+        "benchmark": "overhead",
+        "batches_per_epoch": len(batches),
+        "epochs_per_contender": arguments.rounds * arguments.epochs,
+        "torch_threads": torch.get_num_threads(),
+        "median_epoch_s": {name: round(value, 4) for name, value in median.items()},
+        "cadence_over_raw": round(median["cadence"] / median["raw"], 4),
+        "lightning_over_raw": round(median["lightning"] / median["raw"], 4) if "lightning" in median else None,
+        "lightning_installed": "lightning" in median,
+        "weights_identical_to_raw_after_one_epoch": identical,
+    }
+    json.dump(report, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()

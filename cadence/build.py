@@ -1,0 +1,185 @@
+"""The one place where a recipe turns into objects.
+
+:func:`resolve` validates every component section against its registered schema (before
+anything is written to disk) and returns the fully resolved config, defaults filled in;
+:func:`build` then creates data, model, task, optimizer, schedule, metrics, callbacks
+and the Trainer. Classes never see config objects: they receive plain arguments.
+
+Objects that cadence passes itself are not part of a component's config: a task's
+``model`` and ``features``, an optimizer's ``model``, a schedule's ``optimizer``, a data
+set's ``work_dir`` and ``seed``. Facts the data knows (``num_classes``, ``class_names``,
+``sample_rate``) fill the parameters of the same name unless the recipe sets them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pydantic
+
+from cadence import builtins  # noqa: F401  (registers the built-in components)
+from cadence.config import ComponentConfig, RecipeConfig, format_validation_error
+from cadence.errors import ConfigError
+from cadence.experiment import Experiment
+from cadence.registry import CALLBACKS, DATASETS, FEATURES, METRICS, MODELS, OPTIMIZERS, SCHEDULERS, TASKS, Registry
+from cadence.trainer import Trainer
+
+DATA_FACTS = ("num_classes", "class_names", "sample_rate")
+INJECTED = {
+    "data": ("work_dir", "seed"),
+    "features": (),
+    "model": (),
+    "task": ("model", "features"),
+    "optimizer": ("model",),
+    "scheduler": ("optimizer",),
+    "metrics": (),
+    "callbacks": (),
+}
+
+
+@dataclasses.dataclass
+class DataBundle:
+    """What a registered data set builder returns: loaders plus facts for the other components."""
+
+    train: Any
+    valid: Any
+    test: Any
+    facts: dict[str, Any] = dataclasses.field(default_factory=dict)
+    manifests: dict[str, Path] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Built:
+    trainer: Trainer
+    data: DataBundle
+    resolved: dict[str, Any]
+
+
+def import_user_modules(imports: list[str], recipe_directory: Path | None) -> list[ModuleType]:
+    """Import each ``imports:`` entry: a module name, or a ``.py`` path relative to the recipe."""
+    modules = []
+    for index, entry in enumerate(imports):
+        try:
+            if entry.endswith(".py"):
+                path = Path(entry)
+                if not path.is_absolute() and recipe_directory is not None:
+                    path = recipe_directory / path
+                if not path.is_file():
+                    raise ConfigError(f"imports.{index}: file '{entry}' not found (paths are relative to the recipe)")
+                name = path.stem
+                spec = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                spec.loader.exec_module(module)
+            else:
+                module = importlib.import_module(entry)
+        except ConfigError:
+            raise
+        except ImportError as error:
+            raise ConfigError(f"imports.{index}: cannot import '{entry}' ({error}); is it on PYTHONPATH or a path to a .py file?") from error
+        modules.append(module)
+    return modules
+
+
+def _registry(section: str) -> Registry:
+    return {
+        "data": DATASETS, "features": FEATURES, "model": MODELS, "task": TASKS, "optimizer": OPTIMIZERS,
+        "scheduler": SCHEDULERS, "metrics": METRICS, "callbacks": CALLBACKS,
+    }[section]
+
+
+def _validate(section: str, path: str, component: ComponentConfig, facts: dict[str, Any]) -> dict[str, Any]:
+    """Validate one component's parameters; return them resolved (defaults filled)."""
+    registry = _registry(section)
+    registry.get(component.name, f"{path}.name")
+    parameters = component.parameters()
+    schema = registry.schema(component.name, INJECTED[section])
+    # Facts fill matching parameters the recipe left out (e.g. a model's num_classes).
+    for name, value in facts.items():
+        if name in schema.model_fields and name not in parameters:
+            parameters[name] = value
+    missing_facts = {name for name in DATA_FACTS if name in schema.model_fields and name not in parameters}
+    if missing_facts and not facts:
+        schema = registry.schema(component.name, (*INJECTED[section], *missing_facts))
+    try:
+        validated = schema.model_validate(parameters)
+    except pydantic.ValidationError as error:
+        raise ConfigError(format_validation_error(error, prefix=path, schema=schema)) from None
+    return {name: getattr(validated, name) for name in schema.model_fields}
+
+
+def resolve(config: RecipeConfig, facts: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The recipe with every component validated and its defaults filled in.
+
+    Without ``facts`` (before the data is built) parameters that data facts will fill are
+    not required yet; this is the early check that runs before any folder is created.
+    """
+    facts = facts or {}
+    resolved = config.model_dump(mode="json")
+    for section in ("data", "features", "model", "task", "optimizer", "scheduler"):
+        component = getattr(config, section)
+        if component is not None:
+            parameters = _validate(section, section, component, facts)
+            resolved[section] = {**resolved[section], **_jsonable(parameters)}
+    for section in ("metrics", "callbacks"):
+        for index, component in enumerate(getattr(config, section)):
+            parameters = _validate(section, f"{section}.{index}", component, facts)
+            resolved[section][index] = {"name": component.name, **_jsonable(parameters)}
+    return resolved
+
+
+def _jsonable(parameters: dict[str, Any]) -> dict[str, Any]:
+    return pydantic.TypeAdapter(dict[str, Any]).dump_python(parameters, mode="json")
+
+
+def _instantiate(section: str, path: str, component: ComponentConfig, facts: dict[str, Any], **objects: Any) -> Any:
+    parameters = _validate(section, path, component, facts)
+    return _registry(section).get(component.name)(**objects, **parameters)
+
+
+def build(config: RecipeConfig, experiment: Experiment | None = None, work_dir: Path | None = None) -> Built:
+    """Create every object the recipe describes and a Trainer ready to ``fit``."""
+    data_directory = work_dir or (experiment.directory / "data" if experiment else Path("data"))
+    data: DataBundle = _instantiate("data", "data", config.data, {}, work_dir=data_directory, seed=config.seed)
+    # A plateau schedule or early stopping left without a mode follows the trainer's.
+    facts = {**data.facts, "mode": config.trainer.mode}
+    features = _instantiate("features", "features", config.features, facts) if config.features else None
+    model = _instantiate("model", "model", config.model, facts)
+    task = _instantiate("task", "task", config.task, facts, model=model, features=features)
+    optimizer = _instantiate("optimizer", "optimizer", config.optimizer, facts, model=task)
+    scheduler = None
+    if config.scheduler is not None:
+        scheduler = _instantiate("scheduler", "scheduler", config.scheduler, facts, optimizer=optimizer)
+    metrics = [_instantiate("metrics", f"metrics.{index}", item, facts) for index, item in enumerate(config.metrics)]
+    callbacks = [_instantiate("callbacks", f"callbacks.{index}", item, facts) for index, item in enumerate(config.callbacks)]
+    resolved = resolve(config, facts)
+    trainer_options = config.trainer
+    trainer = Trainer(
+        task,
+        optimizer,
+        scheduler=scheduler,
+        scheduler_interval=config.scheduler.interval if config.scheduler else "epoch",
+        scheduler_monitor=config.scheduler.monitor if config.scheduler else None,
+        max_epochs=trainer_options.max_epochs,
+        max_steps=trainer_options.max_steps,
+        device=trainer_options.device,
+        clip_grad_norm=trainer_options.clip_grad_norm,
+        clip_grad_value=trainer_options.clip_grad_value,
+        metrics=metrics,
+        train_metrics_every=trainer_options.train_metrics_every,
+        monitor=trainer_options.monitor,
+        mode=trainer_options.mode,
+        restore_best=trainer_options.restore_best,
+        callbacks=callbacks,
+        experiment=experiment,
+        log_every=trainer_options.log_every,
+        progress_bar=trainer_options.progress_bar,
+        config=resolved,
+    )
+    return Built(trainer=trainer, data=data, resolved=resolved)

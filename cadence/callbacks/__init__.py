@@ -1,0 +1,6 @@
+"""Callbacks: small objects that observe or adjust the training loop."""
+
+from cadence.callbacks.base import HOOKS, Callback
+from cadence.callbacks.early_stopping import EarlyStopping
+
+__all__ = ["HOOKS", "Callback", "EarlyStopping"]

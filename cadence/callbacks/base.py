@@ -1,0 +1,85 @@
+"""The Callback base class and the map of where each hook is called.
+
+The whole training loop lives in :meth:`cadence.trainer.Trainer.fit`; this is its map::
+
+    on_fit_start
+    for epoch in range(state.epoch, max_epochs):
+        on_epoch_start                  # schedules of any value apply here (lr, dropout, clip, ...)
+        for batch in train_data:        # resuming = skipping the batches already trained
+            on_batch_start(batch)
+            output = task.training_step(batch)
+            output.loss.backward()
+            on_after_backward           # gradient checks; clipping follows right after
+            optimizer step, per-step LR schedule, global_step += 1
+            on_batch_end(output)        # logging, step-interval work
+            if state.should_stop: break
+        metrics = validate(val_data)    # then the best model is tracked and saved
+        on_validation_end(metrics)      # early stopping, plateau schedules
+        per-epoch LR schedule
+        on_epoch_end                    # epoch-interval work; the epoch checkpoint is written after it
+        if state.should_stop: break
+    on_fit_end                          # then: best weights restored, test
+    on_exception(error)                 # instead of the rest, if anything raised
+
+Stopping is ``trainer.state.should_stop = True``, never an exception. A callback that
+must survive a restart keeps its counters in ``state_dict()`` / ``load_state_dict()``;
+the trainer saves them in every checkpoint.
+
+Example, a callback that stops after a fixed number of steps::
+
+    class StopAfter(Callback):
+        def __init__(self, steps: int):
+            self.steps = steps
+
+        def on_batch_end(self, trainer, output):
+            if trainer.state.global_step >= self.steps:
+                trainer.state.should_stop = True
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cadence.tasks.base import StepOutput
+    from cadence.trainer import Trainer
+
+HOOKS = (
+    "on_fit_start",
+    "on_epoch_start",
+    "on_batch_start",
+    "on_after_backward",
+    "on_batch_end",
+    "on_validation_end",
+    "on_epoch_end",
+    "on_fit_end",
+    "on_exception",
+)
+
+
+class Callback:
+    """Observes or adjusts the loop; override only the hooks you need."""
+
+    def on_fit_start(self, trainer: Trainer) -> None: ...
+
+    def on_epoch_start(self, trainer: Trainer) -> None: ...
+
+    def on_batch_start(self, trainer: Trainer, batch: Any) -> None: ...
+
+    def on_after_backward(self, trainer: Trainer) -> None: ...
+
+    def on_batch_end(self, trainer: Trainer, output: StepOutput) -> None: ...
+
+    def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None: ...
+
+    def on_epoch_end(self, trainer: Trainer) -> None: ...
+
+    def on_fit_end(self, trainer: Trainer) -> None: ...
+
+    def on_exception(self, trainer: Trainer, error: BaseException) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass

@@ -1,0 +1,221 @@
+"""Recipes: YAML files (plus ``key=value`` overrides) validated into a typed config.
+
+The top level of a recipe has a fixed schema (:class:`RecipeConfig`). Each component
+section (``data``, ``features``, ``model``, ``task``, ``optimizer``, ``scheduler``,
+``metrics``, ``callbacks``) names a registered component; its parameters are
+validated against the schema of that component's signature (see
+:mod:`cadence.registry`). Every mistake is a :class:`ConfigError` that names the full
+key path, e.g. ``model.chanels: unknown key (did you mean 'channels'?)``.
+
+Example::
+
+    >>> recipe = {"name": "demo", "data": {"name": "fsdd"}, "model": {"name": "cnn_classifier"}}
+    >>> apply_overrides(recipe, ["trainer.max_epochs=3"])["trainer"]
+    {'max_epochs': 3}
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+
+from cadence.errors import ConfigError
+from cadence.registry import suggest
+
+Strict = pydantic.ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ComponentConfig(pydantic.BaseModel):
+    """``{name: registered_name, ...parameters}``; parameters are checked at build time."""
+
+    model_config = pydantic.ConfigDict(extra="allow")
+    name: str
+
+    def parameters(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class SchedulerConfig(ComponentConfig):
+    # "epoch": stepped after each epoch's validation; "step": after every optimizer step.
+    interval: Literal["epoch", "step"] = "epoch"
+    # Only for reduce_on_plateau: the validation value it follows (default: trainer.monitor).
+    monitor: str | None = None
+
+
+class TrainerConfig(pydantic.BaseModel):
+    model_config = Strict
+    max_epochs: int = pydantic.Field(10, ge=1)
+    max_steps: int | None = pydantic.Field(None, ge=1)
+    device: str = "auto"
+    clip_grad_norm: float | None = pydantic.Field(None, gt=0)
+    clip_grad_value: float | None = pydantic.Field(None, gt=0)
+    monitor: str = "val/loss"
+    mode: Literal["min", "max"] = "min"
+    restore_best: bool = True
+    train_metrics_every: int = pydantic.Field(0, ge=0)
+    log_every: int = pydantic.Field(50, ge=1)
+    progress_bar: bool = True
+    deterministic: bool = False
+    num_threads: int | None = pydantic.Field(None, ge=1)
+
+
+class ExperimentConfig(pydantic.BaseModel):
+    model_config = Strict
+    root: str = "runs"
+    tensorboard: bool = True
+
+
+class RecipeConfig(pydantic.BaseModel):
+    """The whole recipe. Component sections are validated further by :func:`cadence.build`."""
+
+    model_config = Strict
+    name: str
+    seed: int = 0
+    imports: list[str] = []
+    data: ComponentConfig
+    features: ComponentConfig | None = None
+    model: ComponentConfig
+    task: ComponentConfig = ComponentConfig(name="classification")
+    optimizer: ComponentConfig = ComponentConfig(name="adamw", lr=1e-3)
+    scheduler: SchedulerConfig | None = None
+    metrics: list[ComponentConfig] = [ComponentConfig(name="accuracy")]
+    callbacks: list[ComponentConfig] = []
+    trainer: TrainerConfig = TrainerConfig()
+    experiment: ExperimentConfig = ExperimentConfig()
+
+    @pydantic.field_validator("metrics", mode="before")
+    @classmethod
+    def _metric_names(cls, value: Any) -> Any:
+        # "metrics: [accuracy, f1]" is shorthand for "[{name: accuracy}, {name: f1}]".
+        if isinstance(value, list):
+            return [{"name": item} if isinstance(item, str) else item for item in value]
+        return value
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a recipe file with YAML's safe loader (no Python tags)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: recipe file not found; give the path to a .yaml recipe, e.g. recipes/fsdd/digits.yaml")
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f":{where.line + 1}" if where is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{path}{line}: invalid YAML: {problem}") from error
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of keys to values, got {type(content).__name__}")
+    return content
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"optimizer.lr=3e-3"`` -> (["optimizer", "lr"], 0.003); values are YAML-typed."""
+    key, separator, raw_value = text.partition("=")
+    if not separator or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{text}': expected KEY=VALUE with a dotted key, e.g. trainer.max_epochs=5")
+    try:
+        value = yaml.safe_load(raw_value) if raw_value.strip() else None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override '{text}': the value is not valid YAML ({error})") from error
+    return key.split("."), value
+
+
+def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``recipe`` with each ``dotted.key=value`` set; list items by index."""
+    result = copy.deepcopy(recipe)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node: Any = result
+        for depth, key in enumerate(keys[:-1]):
+            node = _child(node, key, keys[: depth + 1], text, create=True)
+        last = keys[-1]
+        if isinstance(node, list):
+            node[_list_index(node, last, keys, text)] = value
+        else:
+            node[last] = value
+    return result
+
+
+def _child(node: Any, key: str, path: list[str], text: str, create: bool) -> Any:
+    if isinstance(node, list):
+        return node[_list_index(node, key, path, text)]
+    if not isinstance(node, dict):
+        raise ConfigError(f"override '{text}': '{'.'.join(path[:-1])}' is a value, not a section")
+    if node.get(key) is None and create:
+        node[key] = {}
+    return node[key]
+
+
+def _list_index(node: list, key: str, path: list[str], text: str) -> int:
+    if not key.isdigit() or int(key) >= len(node):
+        raise ConfigError(f"override '{text}': '{'.'.join(path)}' must index the list (0 to {len(node) - 1})")
+    return int(key)
+
+
+def format_validation_error(error: pydantic.ValidationError, prefix: str = "", schema: Any = None) -> str:
+    """One line per problem: full key path, what was expected, what was given."""
+    lines = []
+    for problem in error.errors():
+        location = [str(part) for part in problem["loc"]]
+        path = ".".join([prefix, *location] if prefix else location)
+        if problem["type"] == "extra_forbidden":
+            known = _known_keys(schema, problem["loc"][:-1]) if schema is not None else []
+            lines.append(f"{path}: unknown key{suggest(location[-1], known)}; valid keys: {', '.join(known) or 'none'}")
+        elif problem["type"] == "missing":
+            lines.append(f"{path}: required key is missing")
+        else:
+            given = problem.get("input")
+            lines.append(f"{path}: {problem['msg'].lower()}; got {given!r} ({type(given).__name__})")
+    return "; ".join(lines)
+
+
+def _known_keys(schema: Any, location: tuple) -> list[str]:
+    """Field names of the (nested) pydantic model at ``location``, for suggestions."""
+    model = schema
+    for part in location:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = _model_in_annotation(field.annotation)
+    return list(getattr(model, "model_fields", {}))
+
+
+def _model_in_annotation(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return annotation
+    for argument in getattr(annotation, "__args__", ()):
+        found = _model_in_annotation(argument)
+        if found is not None:
+            return found
+    return None
+
+
+def validate_recipe(recipe: dict[str, Any]) -> RecipeConfig:
+    try:
+        return RecipeConfig.model_validate(recipe)
+    except pydantic.ValidationError as error:
+        raise ConfigError(format_validation_error(error, schema=RecipeConfig)) from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> RecipeConfig:
+    """Read, override and validate the top level of a recipe."""
+    return validate_recipe(apply_overrides(load_yaml(path), list(overrides)))
+
+
+def config_hash(resolved: dict[str, Any]) -> str:
+    """sha256 of the resolved config in canonical JSON, to tell two runs' configs apart."""
+    canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def to_yaml(resolved: dict[str, Any]) -> str:
+    return yaml.safe_dump(resolved, sort_keys=False, default_flow_style=False)

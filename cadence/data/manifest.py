@@ -1,0 +1,252 @@
+"""JSON Lines manifests: one utterance per line.
+
+A manifest line looks like::
+
+    {"id": "0_george_5", "audio": "../recordings/0_george_5.wav", "duration": 0.298, "label": "zero"}
+
+Required fields are ``id`` (unique in the file), ``audio`` (a path relative to the
+folder that holds the manifest, so a corpus and its manifests can move together) and
+``duration`` (seconds). Optional fields are ``text``, ``speaker``, ``label`` (strings)
+and ``offset`` (seconds): with an offset, the utterance is the segment
+``[offset, offset + duration)`` of the audio file; without one, it is the whole file.
+Unknown fields are rejected, so a typo such as ``"lable"`` cannot pass unnoticed.
+
+Paths are joined and normalised lexically (``os.path``), never through symlinks, so a
+manifest written and read back yields exactly the paths that went in.
+
+Example:
+
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> entry = ManifestEntry(id="a", audio=folder / "wav" / "a.wav", duration=1.5, label="yes")
+    >>> write_manifest(folder / "lists" / "train.jsonl", [entry])
+    >>> (folder / "lists" / "train.jsonl").read_text().strip()
+    '{"id": "a", "audio": "../wav/a.wav", "duration": 1.5, "label": "yes"}'
+    >>> read_manifest(folder / "lists" / "train.jsonl")[0] == entry
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import math
+import numbers
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from cadence.errors import DataError
+
+__all__ = [
+    "ManifestEntry",
+    "manifest_sha256",
+    "read_labels",
+    "read_manifest",
+    "write_bytes_atomic",
+    "write_labels",
+    "write_manifest",
+]
+
+_REQUIRED_FIELDS = ("id", "audio", "duration")
+_OPTIONAL_TEXT_FIELDS = ("speaker", "label", "text")
+# The order fields are written in, so that equal entries give equal bytes.
+_FIELD_ORDER = ("id", "audio", "duration", "offset", "speaker", "label", "text")
+
+
+@dataclasses.dataclass(frozen=True)
+class ManifestEntry:
+    """One utterance. ``audio`` is absolute after :func:`read_manifest`."""
+
+    id: str
+    audio: Path
+    duration: float
+    text: str | None = None
+    speaker: str | None = None
+    label: str | None = None
+    offset: float | None = None
+
+
+def _suggest(name: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _is_number(value: Any) -> bool:
+    # bool is an int subclass; `"duration": true` is a mistake, not 1 second.
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _parse_fields(record: Any, where: str) -> dict[str, Any]:
+    """Check one decoded line; ``where`` is ``"path:line"`` for the error messages."""
+    if not isinstance(record, Mapping):
+        raise DataError(f"{where}: expected a JSON object per line, got {type(record).__name__}")
+    for name in record:
+        if name not in _FIELD_ORDER:
+            raise DataError(
+                f"{where}: field {name!r} is not a manifest field{_suggest(name, _FIELD_ORDER)}; "
+                f"allowed fields are {', '.join(_FIELD_ORDER)}"
+            )
+    for name in _REQUIRED_FIELDS:
+        if name not in record:
+            raise DataError(f"{where}: field {name!r} is missing; every line needs id, audio and duration")
+    for name in ("id", "audio"):
+        value = record[name]
+        if not isinstance(value, str) or not value:
+            raise DataError(f"{where}: field {name!r} must be a non-empty string, got {value!r}")
+    for name in ("duration", "offset"):
+        value = record.get(name)
+        if value is None and name == "offset":
+            continue
+        if not _is_number(value) or not math.isfinite(value) or value < 0:
+            raise DataError(f"{where}: field {name!r} must be a finite number of seconds >= 0, got {value!r}")
+    for name in _OPTIONAL_TEXT_FIELDS:
+        value = record.get(name)
+        if value is not None and not isinstance(value, str):
+            raise DataError(f"{where}: field {name!r} must be a string, got {value!r}")
+    return {
+        "id": record["id"],
+        "audio": record["audio"],
+        "duration": float(record["duration"]),
+        "offset": None if record.get("offset") is None else float(record["offset"]),
+        **{name: record.get(name) for name in _OPTIONAL_TEXT_FIELDS},
+    }
+
+
+def read_manifest(path: str | Path) -> list[ManifestEntry]:
+    """Read and validate a manifest; every problem names ``path:line`` and the field.
+
+    Blank lines are ignored. ``audio`` is resolved against the manifest's folder.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(
+            f"{path}: manifest not found; check the path, or create it with the corpus's prepare step "
+            "(e.g. `cadence data prepare`)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: cannot read manifest ({error}); it must be a UTF-8 JSON Lines file") from None
+
+    folder = os.path.dirname(os.path.abspath(path))
+    entries: list[ManifestEntry] = []
+    first_line_of: dict[str, int] = {}
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(
+                f"{where}: invalid JSON ({error.msg} at column {error.colno}); fix or remove this line"
+            ) from None
+        fields = _parse_fields(record, where)
+        if fields["id"] in first_line_of:
+            first = first_line_of[fields["id"]]
+            raise DataError(f"{where}: field 'id' value {fields['id']!r} repeats line {first}; ids must be unique")
+        first_line_of[fields["id"]] = line_number
+        fields["audio"] = Path(os.path.normpath(os.path.join(folder, fields["audio"])))
+        entries.append(ManifestEntry(**fields))
+    if not entries:
+        raise DataError(f"{path}: manifest has no utterances; regenerate it with the corpus's prepare step")
+    return entries
+
+
+def _entry_to_record(entry: ManifestEntry | Mapping[str, Any], folder: str, where: str) -> dict[str, Any]:
+    raw = dataclasses.asdict(entry) if isinstance(entry, ManifestEntry) else dict(entry)
+    if isinstance(raw.get("audio"), os.PathLike):
+        raw["audio"] = os.fspath(raw["audio"])
+    raw = {name: value for name, value in raw.items() if value is not None}
+    fields = _parse_fields(raw, where)
+    # Relative paths are taken from the current directory, as everywhere in Python.
+    fields["audio"] = os.path.relpath(os.path.abspath(fields["audio"]), folder).replace(os.sep, "/")
+    return {name: fields[name] for name in _FIELD_ORDER if fields.get(name) is not None}
+
+
+def write_manifest(path: str | Path, entries: Iterable[ManifestEntry | Mapping[str, Any]]) -> None:
+    """Write ``entries`` as JSON Lines at ``path``, atomically, in the given order.
+
+    ``audio`` paths (absolute, or relative to the current directory) are stored relative to
+    the manifest's folder. Entries are validated like :func:`read_manifest` validates lines.
+    """
+    path = Path(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    lines = []
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        record = _entry_to_record(entry, folder, f"{path}: entry {index}")
+        if record["id"] in seen:
+            raise DataError(f"{path}: entry {index} repeats id {record['id']!r}; ids must be unique")
+        seen.add(record["id"])
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    write_bytes_atomic(path, "".join(lines).encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
+
+    Temp file in the same folder, fsync, rename, fsync of the folder.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    folder_descriptor = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder_descriptor)
+    finally:
+        os.close(folder_descriptor)
+
+
+def manifest_sha256(path: str | Path) -> str:
+    """Hex sha256 of the manifest's bytes (recorded in an experiment's provenance)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as error:
+        raise DataError(f"{path}: cannot hash manifest ({error.strerror or error}); check the path") from None
+    return digest.hexdigest()
+
+
+def write_labels(path: str | Path, names: Iterable[str]) -> None:
+    """Write class names as a JSON list; a name's position is its class index."""
+    names = list(names)
+    if len(set(names)) != len(names) or not all(isinstance(name, str) and name for name in names):
+        raise DataError(f"{path}: class names must be unique non-empty strings, got {names!r}")
+    write_bytes_atomic(path, (json.dumps(names, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+
+
+def read_labels(path: str | Path) -> list[str]:
+    """Read class names written by :func:`write_labels`; ``{name: i for i, name in enumerate(...)}`` maps them."""
+    try:
+        names = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(
+            f"{path}: label file not found; it is written beside the manifests by the prepare step"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(f"{path}: cannot read label file ({error}); regenerate it with the prepare step") from None
+    if (
+        not isinstance(names, list)
+        or not names
+        or not all(isinstance(name, str) and name for name in names)
+        or len(set(names)) != len(names)
+    ):
+        raise DataError(f"{path}: expected a JSON list of unique class names, got {names!r}")
+    return names

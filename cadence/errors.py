@@ -1,0 +1,25 @@
+"""User-facing errors.
+
+Every mistake a user can make (a wrong config key, a missing file, a damaged
+checkpoint) raises a subclass of :class:`CadenceError`. The CLI prints such an
+error as one line and exits with code 2; anything else is a bug in cadence and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class CadenceError(Exception):
+    """An error caused by the user's input, with a message that says how to fix it."""
+
+
+class ConfigError(CadenceError):
+    """A recipe or override is malformed: unknown key, wrong type, bad YAML."""
+
+
+class DataError(CadenceError):
+    """A data folder, manifest or audio file is missing or unreadable."""
+
+
+class CheckpointError(CadenceError):
+    """A checkpoint is missing, damaged, or not in cadence's format."""

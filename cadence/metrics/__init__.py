@@ -1,0 +1,48 @@
+"""Metrics: counts that add up across batches and ranks, turned into numbers at the end.
+
+See :mod:`cadence.metrics.base` for the contract and
+:mod:`cadence.metrics.classification` for the conventions (zero division,
+macro averaging) of the classification metrics.
+
+``METRICS`` maps the names used in recipes to classes; each class is built from
+``num_classes``, an optional ``class_names`` and its own typed keyword options.
+
+>>> import torch
+>>> metric = METRICS["accuracy"](num_classes=3)
+>>> metric.update(torch.tensor([0, 2, 1]), torch.tensor([0, 2, 2]))
+>>> round(metric.compute()["accuracy"], 4)
+0.6667
+"""
+
+from __future__ import annotations
+
+from cadence.metrics.base import Metric
+from cadence.metrics.classification import (
+    Accuracy,
+    ClassificationMetric,
+    ConfusionMatrix,
+    F1Score,
+    Precision,
+    Recall,
+)
+from cadence.metrics.mean import Mean
+
+METRICS: dict[str, type[ClassificationMetric]] = {
+    "accuracy": Accuracy,
+    "precision": Precision,
+    "recall": Recall,
+    "f1": F1Score,
+    "confusion_matrix": ConfusionMatrix,
+}
+
+__all__ = [
+    "METRICS",
+    "Accuracy",
+    "ClassificationMetric",
+    "ConfusionMatrix",
+    "F1Score",
+    "Mean",
+    "Metric",
+    "Precision",
+    "Recall",
+]

@@ -1,0 +1,121 @@
+"""Provenance: what is needed to know exactly how a run was made.
+
+Collected once at the start of a run into ``provenance.json``: the command line, the git
+commit, dirty flag and diff of the code, Python / torch / package versions, hardware,
+seed, data manifests' hashes; the recipe and the user's own modules are copied into
+``code/`` beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+PACKAGES = ("cadence", "torch", "numpy", "soundfile", "soxr", "pyyaml", "pydantic", "safetensors", "tensorboard", "tqdm", "rapidfuzz")
+MAX_DIFF_BYTES = 2_000_000  # a larger diff is truncated in provenance, not dropped silently
+
+
+def _git(arguments: list[str], cwd: Path) -> str | None:
+    try:
+        completed = subprocess.run(["git", *arguments], cwd=cwd, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return completed.stdout if completed.returncode == 0 else None
+
+
+def git_info(directory: Path) -> dict[str, Any]:
+    """Commit, dirty flag and diff against HEAD of the repository holding ``directory``."""
+    root = _git(["rev-parse", "--show-toplevel"], directory)
+    if root is None:
+        return {"repository": None}
+    root_path = Path(root.strip())
+    diff = _git(["diff", "HEAD", "--no-color"], root_path) or ""
+    status = _git(["status", "--porcelain", "--untracked-files=no"], root_path) or ""
+    return {
+        "repository": str(root_path),
+        "commit": (_git(["rev-parse", "HEAD"], root_path) or "").strip() or None,
+        "dirty": bool(status.strip()),
+        "diff": diff[:MAX_DIFF_BYTES],
+        "diff_truncated": len(diff) > MAX_DIFF_BYTES,
+    }
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def hardware() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": [torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())],
+    }
+    return info
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def collect_provenance(seed: int, config_sha256: str, data_files: dict[str, Path] | None = None) -> dict[str, Any]:
+    code_directory = Path(__file__).resolve().parent
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "cwd": os.getcwd(),
+        "host": socket.gethostname(),
+        "seed": seed,
+        "config_sha256": config_sha256,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        "hardware": hardware(),
+        "git": {"cadence": git_info(code_directory), "cwd": git_info(Path.cwd())},
+        "data": {name: {"path": str(path), "sha256": file_sha256(path)} for name, path in (data_files or {}).items()},
+    }
+
+
+def snapshot_code(destination: Path, recipe: Path | None, modules: list[ModuleType]) -> list[str]:
+    """Copy the recipe and the user's imported modules (file or whole package) into ``destination``."""
+    destination.mkdir(parents=True, exist_ok=True)
+    copied = []
+    if recipe is not None:
+        shutil.copy2(recipe, destination / recipe.name)
+        copied.append(recipe.name)
+    for module in modules:
+        source = Path(getattr(module, "__file__", "") or "")
+        if not source.is_file():
+            continue
+        if source.name == "__init__.py":  # a package: copy all of it
+            target = destination / "modules" / module.__name__
+            shutil.copytree(source.parent, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            target = destination / "modules" / f"{module.__name__}.py"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+        copied.append(str(target.relative_to(destination)))
+    return copied

@@ -1,0 +1,53 @@
+"""The Task contract: what is learned from a batch.
+
+A task owns the model, its loss(es) and whatever turns model outputs into predictions;
+the model stays a plain ``nn.Module``. The trainer only calls the two methods below, so
+any training objective fits by writing one small class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+
+@dataclasses.dataclass
+class StepOutput:
+    """What a task returns for one batch.
+
+    ``loss`` is the scalar to back-propagate (training) or to average (evaluation);
+    ``losses`` its named parts; ``logs`` any other scalars to record; ``predictions`` and
+    ``targets`` feed the metrics; ``batch_size`` weights averages over batches.
+    """
+
+    loss: torch.Tensor
+    losses: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    logs: dict[str, torch.Tensor | float] = dataclasses.field(default_factory=dict)
+    predictions: Any = None
+    targets: Any = None
+    batch_size: int = 1
+
+
+@runtime_checkable
+class Task(Protocol):
+    """Anything with these methods, and an ``nn.Module`` so it can move, train and save."""
+
+    def training_step(self, batch: Any) -> StepOutput: ...
+
+    def validation_step(self, batch: Any) -> StepOutput: ...
+
+
+def check_task(task: Any) -> nn.Module:
+    """Fail early, with a fix, when ``task`` does not meet the contract."""
+    if not isinstance(task, nn.Module):
+        raise TypeError(
+            f"a task must be an nn.Module (it holds the model and moves with it), got {type(task).__name__}; "
+            "wrap a plain model in cadence.ClassificationTask(model) or write a Task"
+        )
+    missing = [name for name in ("training_step", "validation_step") if not callable(getattr(task, name, None))]
+    if missing:
+        raise TypeError(f"{type(task).__name__} is not a Task: it lacks {', '.join(missing)}")
+    return task

@@ -1,0 +1,59 @@
+"""Utterance (or any input) classification with cross-entropy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from cadence.tasks.base import StepOutput
+
+
+class ClassificationTask(nn.Module):
+    """Cross-entropy classification of one label per example.
+
+    Batches may be ``(inputs, targets)`` pairs, mappings with ``inputs``/``targets`` keys,
+    or speech batches with ``audio``, ``audio_lengths`` and ``targets`` attributes (see
+    :class:`cadence.data.dataset.AudioBatch`). When a ``features`` module is given, it turns
+    ``(audio [B, samples], lengths)`` into ``(features [B, n_mels, frames], frame_lengths)``
+    on the model's device, and the model is called as ``model(features, frame_lengths)``;
+    otherwise as ``model(inputs)``.
+
+    >>> task = ClassificationTask(nn.Linear(4, 3))
+    >>> out = task.training_step((torch.randn(8, 4), torch.randint(0, 3, (8,))))
+    >>> out.predictions.shape
+    torch.Size([8, 3])
+    """
+
+    def __init__(self, model: nn.Module, features: nn.Module | None = None, label_smoothing: float = 0.0):
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"task.label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.model = model
+        self.features = features
+        self.label_smoothing = label_smoothing
+
+    def logits(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (logits [B, classes], targets [B])."""
+        if isinstance(batch, (tuple, list)):
+            inputs, targets = batch
+            return self.model(inputs), targets
+        if isinstance(batch, dict):
+            return self.model(batch["inputs"]), batch["targets"]
+        audio, lengths = batch.audio, batch.audio_lengths
+        if self.features is not None:
+            audio, lengths = self.features(audio, lengths)
+        return self.model(audio, lengths), batch.targets
+
+    def training_step(self, batch: Any) -> StepOutput:
+        logits, targets = self.logits(batch)
+        loss = F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
+        return StepOutput(loss=loss, predictions=logits.detach(), targets=targets, batch_size=targets.shape[0])
+
+    def validation_step(self, batch: Any) -> StepOutput:
+        # Evaluation reports the plain cross-entropy, comparable across smoothing settings.
+        logits, targets = self.logits(batch)
+        loss = F.cross_entropy(logits, targets)
+        return StepOutput(loss=loss, predictions=logits, targets=targets, batch_size=targets.shape[0])

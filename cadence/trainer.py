@@ -1,0 +1,365 @@
+"""The Trainer: trains, validates and tests any Task on any DataLoader.
+
+The whole loop is :meth:`Trainer.fit`, readable top to bottom; every callback hook is
+called from this file (the map is in :mod:`cadence.callbacks.base`). To change one piece
+without a callback, subclass and override a documented method: ``training_step``,
+``clip_gradients``, ``optimizer_step``, ``evaluate_batch`` or ``save_checkpoint``.
+
+Example with a plain model and DataLoaders, no config::
+
+    >>> import torch
+    >>> from torch.utils.data import DataLoader, TensorDataset
+    >>> from cadence import ClassificationTask, Trainer
+    >>> from cadence.metrics import Accuracy
+    >>> data = TensorDataset(torch.randn(64, 4), torch.randint(0, 3, (64,)))
+    >>> task = ClassificationTask(torch.nn.Linear(4, 3))
+    >>> trainer = Trainer(task, torch.optim.SGD(task.parameters(), lr=0.1), max_epochs=2,
+    ...                   metrics=[Accuracy(num_classes=3)], monitor="val/accuracy", mode="max")
+    >>> results = trainer.fit(DataLoader(data, batch_size=16), val_data=DataLoader(data, batch_size=32))
+    >>> sorted(results["best_validation"])[:2]
+    ['val/accuracy', 'val/loss']
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Any, Iterable, Literal, Sequence
+
+import torch
+from torch import nn
+
+from cadence.callbacks.base import Callback
+from cadence.checkpoint import Checkpointer, load_checkpoint
+from cadence.device import move_to_device, resolve_device
+from cadence.errors import ConfigError
+from cadence.experiment import Experiment
+from cadence.logs import get_logger, progress
+from cadence.metrics import Mean, Metric
+from cadence.optim import is_plateau_scheduler, learning_rates
+from cadence.rng import rng_state
+from cadence.state import TrainState
+from cadence.tasks.base import StepOutput, check_task
+
+
+class Trainer:
+    """Runs training, validation and testing for a :class:`~cadence.tasks.base.Task`.
+
+    Args:
+        task: an ``nn.Module`` with ``training_step`` and ``validation_step``.
+        optimizer: any ``torch.optim.Optimizer`` over the task's parameters.
+        scheduler: an LR scheduler, stepped per ``scheduler_interval`` ("epoch" or "step");
+            ``ReduceLROnPlateau`` is stepped after validation with ``scheduler_monitor``.
+        metrics: metrics computed on every validation and test (prefixed ``val/``, ``test/``);
+            copies of them also run on training batches every ``train_metrics_every`` steps.
+        monitor, mode: the validation value that defines the best model ("val/loss", "min").
+        restore_best: at the end of fit, load the best weights back before testing.
+        experiment: where logs, metrics, TensorBoard curves and checkpoints go (optional).
+    """
+
+    def __init__(
+        self,
+        task: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        scheduler: Any = None,
+        scheduler_interval: Literal["epoch", "step"] = "epoch",
+        scheduler_monitor: str | None = None,
+        max_epochs: int = 10,
+        max_steps: int | None = None,
+        device: str | torch.device = "auto",
+        clip_grad_norm: float | None = None,
+        clip_grad_value: float | None = None,
+        metrics: Sequence[Metric] = (),
+        train_metrics_every: int = 0,
+        monitor: str = "val/loss",
+        mode: Literal["min", "max"] = "min",
+        restore_best: bool = True,
+        callbacks: Iterable[Callback] = (),
+        experiment: Experiment | None = None,
+        log_every: int = 50,
+        progress_bar: bool = True,
+        config: dict[str, Any] | None = None,
+    ):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        self.task = check_task(task)
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.scheduler_monitor = scheduler_monitor or monitor
+        self.max_epochs = max_epochs
+        self.max_steps = max_steps
+        self.device = resolve_device(device)
+        self.clip_grad_norm = clip_grad_norm
+        self.clip_grad_value = clip_grad_value
+        self.metrics = list(metrics)
+        self.train_metrics = [copy.deepcopy(metric) for metric in self.metrics] if train_metrics_every else []
+        self.train_metrics_every = train_metrics_every
+        self.monitor = monitor
+        self.mode = mode
+        self.restore_best = restore_best
+        self.callbacks = list(callbacks)
+        self.experiment = experiment
+        self.log_every = log_every
+        self.progress_bar = progress_bar
+        self.config = config
+        self.state = TrainState()
+        self.logger = get_logger()
+        self.checkpointer = Checkpointer(experiment.checkpoints_directory) if experiment else None
+        self._best_weights: dict[str, torch.Tensor] | None = None  # kept in memory when there is no folder
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, train_data: Iterable, val_data: Iterable | None = None, test_data: Iterable | None = None) -> dict[str, Any]:
+        """Train until ``max_epochs``/``max_steps`` or ``state.should_stop``; return the results."""
+        state = self.state
+        started = time.perf_counter()
+        self.task.to(self.device)
+        self.call_hook("on_fit_start")
+        try:
+            while state.epoch < self.max_epochs and not state.should_stop:
+                self.call_hook("on_epoch_start")
+                epoch_started = time.perf_counter()
+                train_loss = self.train_epoch(train_data)
+                epoch_logs = {"train/loss": train_loss, "train/epoch_time_s": time.perf_counter() - epoch_started}
+                if val_data is not None:
+                    metrics = self.validate(val_data)
+                    self.track_best(metrics)
+                    self.call_hook("on_validation_end", metrics)
+                    epoch_logs.update(metrics)
+                    self.maybe_step_scheduler_on_validation(metrics)
+                if self.scheduler is not None and self.scheduler_interval == "epoch" and not is_plateau_scheduler(self.scheduler):
+                    self.scheduler.step()
+                self.log_epoch(epoch_logs)
+                state.epoch += 1
+                state.batch_in_epoch = 0
+                self.call_hook("on_epoch_end")
+                self.save_checkpoint()
+            self.call_hook("on_fit_end")
+        except BaseException as error:
+            self.call_hook("on_exception", error)
+            raise
+        self.maybe_restore_best()
+        test_metrics = self.test(test_data) if test_data is not None else {}
+        return self.results(test_metrics, wall_time=time.perf_counter() - started)
+
+    def train_epoch(self, train_data: Iterable) -> float:
+        """One pass over ``train_data``; returns the mean training loss of the epoch."""
+        state = self.state
+        self.task.train()
+        loss_sum = torch.zeros((), device=self.device)  # stays on the device: no sync per step
+        window_sum = torch.zeros((), device=self.device)
+        batches = 0
+        description = f"epoch {state.epoch + 1}/{self.max_epochs}"
+        for batch in progress(train_data, self.progress_bar, description, total=_length(train_data)):
+            batch = move_to_device(batch, self.device)
+            self.call_hook("on_batch_start", batch)
+            output = self.training_step(batch)
+            output.loss.backward()
+            self.call_hook("on_after_backward")
+            self.clip_gradients()
+            self.optimizer_step()
+            state.global_step += 1
+            state.batch_in_epoch += 1
+            batches += 1
+            loss = output.loss.detach()
+            loss_sum += loss
+            window_sum += loss
+            self.maybe_update_train_metrics(output)
+            if state.global_step % self.log_every == 0:
+                # .item() waits for the device: done once per log_every steps, not per step.
+                self.log({"train/loss": window_sum.item() / self.log_every, **self.learning_rate_logs()}, "train")
+                window_sum.zero_()
+            self.call_hook("on_batch_end", output)
+            if self.max_steps is not None and state.global_step >= self.max_steps:
+                state.should_stop = True
+            if state.should_stop:
+                break
+        return loss_sum.item() / max(batches, 1)
+
+    # ------------------------------------------------------------------ overridable steps
+    def training_step(self, batch: Any) -> StepOutput:
+        return self.task.training_step(batch)
+
+    def clip_gradients(self) -> None:
+        """Clip by value, then by global norm, as configured (on every batch)."""
+        if self.clip_grad_value is None and self.clip_grad_norm is None:
+            return
+        parameters = [parameter for parameter in self.task.parameters() if parameter.grad is not None]
+        if self.clip_grad_value is not None:
+            torch.nn.utils.clip_grad_value_(parameters, self.clip_grad_value)
+        if self.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(parameters, self.clip_grad_norm)
+
+    def optimizer_step(self) -> None:
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scheduler is not None and self.scheduler_interval == "step" and not is_plateau_scheduler(self.scheduler):
+            self.scheduler.step()
+
+    def evaluate_batch(self, batch: Any) -> StepOutput:
+        return self.task.validation_step(batch)
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, data: Iterable, split: str) -> dict[str, float]:
+        """Loss and every metric over ``data``, keyed ``"<split>/<name>"``."""
+        was_training = self.task.training
+        self.task.eval()
+        self.task.to(self.device)
+        loss = Mean("loss")
+        for metric in self.metrics:
+            metric.reset()
+        for batch in progress(data, self.progress_bar, split, total=_length(data)):
+            output = self.evaluate_batch(move_to_device(batch, self.device))
+            loss.update(output.loss.detach(), weight=output.batch_size)
+            for metric in self.metrics:
+                metric.update(output.predictions, output.targets)
+        results = {f"{split}/loss": loss.compute()["loss"]}
+        for metric in self.metrics:
+            metric.sync()
+            results.update({f"{split}/{name}": value for name, value in metric.compute().items()})
+        self.task.train(was_training)
+        return results
+
+    def validate(self, data: Iterable) -> dict[str, float]:
+        return self.evaluate(data, "val")
+
+    def test(self, data: Iterable) -> dict[str, float]:
+        metrics = self.evaluate(data, "test")
+        self.log(metrics, "test")
+        self.logger.info("test: %s", _format_metrics(metrics))
+        return metrics
+
+    def maybe_update_train_metrics(self, output: StepOutput) -> None:
+        if not self.train_metrics or output.predictions is None:
+            return
+        for metric in self.train_metrics:
+            metric.update(output.predictions, output.targets)
+        if self.state.global_step % self.train_metrics_every == 0:
+            values = {}
+            for metric in self.train_metrics:
+                values.update({f"train/{name}": value for name, value in metric.compute().items()})
+                metric.reset()
+            self.log(values, "train")
+
+    # ------------------------------------------------------------------ best model
+    def metric_value(self, metrics: dict[str, float], name: str) -> float:
+        if name not in metrics:
+            raise ConfigError(f"monitor '{name}' is not among the validation results; choose one of: {', '.join(sorted(metrics))}")
+        return float(metrics[name])
+
+    def is_better(self, value: float, best: float | None) -> bool:
+        if math.isnan(value):
+            return False
+        return best is None or (value > best if self.mode == "max" else value < best)
+
+    def track_best(self, metrics: dict[str, float]) -> None:
+        """Record this validation in the history and remember the weights if they are the best."""
+        state = self.state
+        value = self.metric_value(metrics, self.monitor)
+        epoch_number = state.epoch + 1  # 1-based, as printed in the logs
+        state.history.append({"epoch": epoch_number, "step": state.global_step, **metrics})
+        if not self.is_better(value, state.best_value):
+            return
+        state.best_value, state.best_epoch = value, epoch_number
+        if self.checkpointer is not None:
+            state.best_checkpoint = self.checkpoint_name()  # written at the end of this epoch
+        elif self.restore_best:
+            self._best_weights = {key: tensor.detach().to("cpu", copy=True) for key, tensor in self.task.state_dict().items()}
+
+    def maybe_restore_best(self) -> None:
+        if not self.restore_best or self.state.best_epoch is None:
+            return
+        if self.checkpointer is not None and self.state.best_checkpoint is not None:
+            state, _ = load_checkpoint(self.checkpointer.directory / self.state.best_checkpoint)
+            self.task.load_state_dict(state["task"])
+        elif self._best_weights is not None:
+            self.task.load_state_dict(self._best_weights)
+        self.logger.info("restored the best model: epoch %d, %s = %.6g", self.state.best_epoch, self.monitor, self.state.best_value)
+
+    def maybe_step_scheduler_on_validation(self, metrics: dict[str, float]) -> None:
+        if self.scheduler is not None and is_plateau_scheduler(self.scheduler):
+            self.scheduler.step(self.metric_value(metrics, self.scheduler_monitor))
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_name(self) -> str:
+        return f"step-{self.state.global_step:09d}"
+
+    def stateful(self) -> dict[str, Any]:
+        """Everything a checkpoint holds, as plain state (tensors, numbers, strings)."""
+        return {
+            "task": self.task.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "trainer_state": self.state.state_dict(),
+            "callbacks": {f"{index}:{type(callback).__name__}": callback.state_dict() for index, callback in enumerate(self.callbacks)},
+            "rng": rng_state(),
+            "config": self.config,
+        }
+
+    def save_checkpoint(self) -> None:
+        """Write this epoch's checkpoint and keep only it and the best one."""
+        if self.checkpointer is None:
+            return
+        name = self.checkpoint_name()
+        metadata = {"epoch": self.state.epoch, "global_step": self.state.global_step, "monitor": self.monitor, "best_value": self.state.best_value}
+        self.checkpointer.save(name, self.stateful(), metadata)
+        for path in self.checkpointer.list():
+            if path.name not in (name, self.state.best_checkpoint):
+                self.checkpointer.delete(path.name)
+
+    # ------------------------------------------------------------------ logging and results
+    def call_hook(self, hook: str, *arguments: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *arguments)
+
+    def learning_rate_logs(self) -> dict[str, float]:
+        rates = list(learning_rates(self.optimizer))
+        if len(set(rates)) == 1:
+            return {"train/lr": rates[0]}
+        return {f"train/lr/group{index}": rate for index, rate in enumerate(rates)}
+
+    def log(self, values: dict[str, float], split: str) -> None:
+        if self.experiment is not None:
+            self.experiment.log_metrics(values, step=self.state.global_step, epoch=self.state.epoch, split=split)
+
+    def log_epoch(self, values: dict[str, float]) -> None:
+        values = {**values, **self.learning_rate_logs()}
+        self.log(values, "epoch")
+        shown = {name: value for name, value in values.items() if not name.startswith("train/lr")}
+        self.logger.info("epoch %d/%d  %s", self.state.epoch + 1, self.max_epochs, _format_metrics(shown))
+
+    def results(self, test_metrics: dict[str, float], wall_time: float) -> dict[str, Any]:
+        state = self.state
+        best = next((entry for entry in state.history if entry["epoch"] == state.best_epoch), {})
+        final = None
+        if self.checkpointer is not None:
+            final = str(self.checkpointer.directory / (state.best_checkpoint or self.checkpoint_name()))
+        return {
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "best_epoch": state.best_epoch,
+            "best_value": state.best_value,
+            "best_validation": {key: value for key, value in best.items() if key not in ("epoch", "step")},
+            "test": test_metrics,
+            "epochs_completed": state.epoch,
+            "global_step": state.global_step,
+            "wall_time_s": round(wall_time, 3),
+            "final_checkpoint": final,
+            "history": state.history,
+        }
+
+
+def _length(data: Iterable) -> int | None:
+    try:
+        return len(data)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _format_metrics(values: dict[str, float]) -> str:
+    return "  ".join(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}" for name, value in values.items())

@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny synthetic data, the FSDD location, a quiet logger."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+FSDD_ROOT = REPOSITORY.parent / "shared" / "data" / "fsdd"
+
+
+@pytest.fixture
+def fsdd_root() -> Path:
+    if not (FSDD_ROOT / "recordings").is_dir():
+        pytest.skip(f"FSDD not found at {FSDD_ROOT}")
+    return FSDD_ROOT
+
+
+def separable_data(samples: int = 96, features: int = 6, classes: int = 3, seed: int = 0) -> TensorDataset:
+    """Gaussian blobs a linear model separates, so a few epochs learn them."""
+    generator = torch.Generator().manual_seed(seed)
+    centers = torch.randn(classes, features, generator=generator) * 3  # first: the same for any size
+    targets = torch.randint(0, classes, (samples,), generator=generator)
+    inputs = centers[targets] + torch.randn(samples, features, generator=generator) * 0.5
+    return TensorDataset(inputs, targets)
+
+
+@pytest.fixture
+def loaders():
+    train = DataLoader(separable_data(seed=0), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(0))
+    valid = DataLoader(separable_data(samples=48, seed=0), batch_size=24)  # same centers, other points
+    return train, valid
+
+
+@pytest.fixture(autouse=True)
+def _reset_cadence_logger():
+    yield
+    logger = logging.getLogger("cadence")
+    for handler in list(logger.handlers):
+        if not getattr(handler, "cadence_console", False):
+            logger.removeHandler(handler)
+            handler.close()

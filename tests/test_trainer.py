@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from cadence import Callback, ClassificationTask, EarlyStopping, Trainer
+from cadence.callbacks import HOOKS
+from cadence.metrics import Accuracy
+
+
+class Recorder(Callback):
+    """Records every hook call, to check the loop's order."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+
+    def __getattribute__(self, name):
+        if name in HOOKS:
+            calls = object.__getattribute__(self, "calls")
+            return lambda trainer, *arguments: calls.append(name)
+        return object.__getattribute__(self, name)
+
+
+def make_trainer(**options) -> Trainer:
+    torch.manual_seed(0)
+    task = ClassificationTask(nn.Linear(6, 3))
+    optimizer = torch.optim.SGD(task.parameters(), lr=options.pop("lr", 0.1))
+    options.setdefault("metrics", [Accuracy(num_classes=3)])
+    options.setdefault("progress_bar", False)
+    return Trainer(task, optimizer, **options)
+
+
+def test_hook_order(loaders):
+    train, valid = loaders
+    recorder = Recorder()
+    train_small = [batch for batch, _ in zip(train, range(2))]
+    make_trainer(max_epochs=2, callbacks=[recorder]).fit(train_small, valid)
+    batch = ["on_batch_start", "on_after_backward", "on_batch_end"]
+    epoch = ["on_epoch_start", *batch, *batch, "on_validation_end", "on_epoch_end"]
+    assert recorder.calls == ["on_fit_start", *epoch, *epoch, "on_fit_end"]
+
+
+def test_exception_reaches_on_exception_and_propagates(loaders):
+    train, _ = loaders
+    recorder = Recorder()
+
+    class Boom(Callback):
+        def on_batch_end(self, trainer, output):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        make_trainer(callbacks=[recorder, Boom()]).fit(train)
+    assert recorder.calls[-1] == "on_exception"
+
+
+def test_training_learns_and_reports_validation_history(loaders):
+    train, valid = loaders
+    results = make_trainer(max_epochs=5, monitor="val/accuracy", mode="max").fit(train, valid, test_data=valid)
+    assert len(results["history"]) == 5
+    assert results["best_validation"]["val/accuracy"] > 0.9
+    assert results["test"]["test/accuracy"] == results["best_validation"]["val/accuracy"]
+    assert [entry["epoch"] for entry in results["history"]] == [1, 2, 3, 4, 5]
+
+
+class ScriptedValidation(Callback):
+    """Overwrites the monitored value with a script, and records the weights per epoch."""
+
+    def __init__(self, values):
+        self.values = list(values)
+        self.weights = []
+
+    def on_validation_end(self, trainer, metrics):
+        self.weights.append(trainer.task.model.weight.detach().clone())
+
+
+def test_early_stopping_stops_and_restores_best_model(loaders, monkeypatch):
+    train, valid = loaders
+    scripted = [0.5, 0.3, 0.4, 0.45, 0.35, 0.2]  # best at epoch 2, then no improvement for 3
+    recorder = ScriptedValidation(scripted)
+    trainer = make_trainer(max_epochs=10, callbacks=[EarlyStopping(patience=3)])
+    real_validate = trainer.validate
+
+    def fake_validate(data):
+        metrics = real_validate(data)
+        metrics["val/loss"] = scripted[trainer.state.epoch]
+        return metrics
+
+    # The recorder runs after track_best; the order of callbacks matches the list.
+    trainer.callbacks.insert(0, recorder)
+    monkeypatch.setattr(trainer, "validate", fake_validate)
+    results = trainer.fit(train, valid)
+    assert results["epochs_completed"] == 5  # 2 (best) + patience 3
+    assert results["best_epoch"] == 2 and results["best_value"] == 0.3
+    assert torch.equal(trainer.task.model.weight, recorder.weights[1])
+    assert not torch.equal(trainer.task.model.weight, recorder.weights[-1])
+
+
+def test_gradient_clipping_by_norm_and_value(loaders):
+    train, _ = loaders
+    trainer = make_trainer(max_epochs=1, clip_grad_value=1e-3, lr=1.0)
+    before = trainer.task.model.weight.detach().clone()
+    trainer.fit([next(iter(train))])
+    # One SGD step with lr 1 moves each weight by at most the clip value.
+    assert (trainer.task.model.weight.detach() - before).abs().max().item() <= 1e-3 + 1e-7
+
+    trainer = make_trainer(max_epochs=1, clip_grad_norm=1e-2, lr=1.0)
+    before = [p.detach().clone() for p in trainer.task.parameters()]
+    trainer.fit([next(iter(train))])
+    step = torch.cat([(p.detach() - b).flatten() for p, b in zip(trainer.task.parameters(), before)])
+    assert step.norm().item() <= 1e-2 * (1 + 1e-5)
+
+
+def test_scheduler_per_step_and_per_epoch(loaders):
+    train, valid = loaders  # 6 batches an epoch
+    trainer = make_trainer(max_epochs=2, lr=1.0)
+    trainer.scheduler = torch.optim.lr_scheduler.ExponentialLR(trainer.optimizer, gamma=0.5)
+    trainer.fit(train, valid)
+    assert math.isclose(trainer.optimizer.param_groups[0]["lr"], 0.25)
+
+    trainer = make_trainer(max_epochs=2, lr=1.0, scheduler_interval="step")
+    trainer.scheduler = torch.optim.lr_scheduler.ExponentialLR(trainer.optimizer, gamma=0.5)
+    trainer.fit(train, valid)
+    assert math.isclose(trainer.optimizer.param_groups[0]["lr"], 0.5**12)
+
+
+def test_reduce_on_plateau_follows_monitor(loaders):
+    train, valid = loaders
+    trainer = make_trainer(max_epochs=3, lr=1.0, monitor="val/accuracy", mode="max")
+    trainer.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(trainer.optimizer, mode="max", patience=0, factor=0.1)
+    trainer.fit(train, valid)
+    assert trainer.optimizer.param_groups[0]["lr"] <= 1.0
+
+
+def test_max_steps_stops_mid_epoch(loaders):
+    train, _ = loaders
+    trainer = make_trainer(max_epochs=5, max_steps=4)
+    trainer.fit(train)
+    assert trainer.state.global_step == 4 and trainer.state.epoch == 1
+
+
+def test_unknown_monitor_is_a_clear_error(loaders):
+    from cadence.errors import ConfigError
+
+    train, valid = loaders
+    with pytest.raises(ConfigError, match="monitor 'val/acc' is not among the validation results"):
+        make_trainer(monitor="val/acc").fit(train, valid)
+
+
+def test_batches_of_any_nesting_reach_the_device():
+    from dataclasses import dataclass
+
+    from cadence.device import move_to_device
+
+    @dataclass
+    class Pair:
+        inputs: torch.Tensor
+        meta: dict
+
+    moved = move_to_device({"pair": Pair(torch.zeros(2), {"x": (torch.ones(1), "id")})}, torch.device("cpu"))
+    assert isinstance(moved["pair"], Pair) and moved["pair"].meta["x"][1] == "id"
