@@ -29,14 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, YAML-typed: optimizer.lr=3e-3")
     train.add_argument("--exp-dir", help="experiment folder (default: <experiment.root>/<name>/<time>)")
     train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    train.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    # Also accepted after the command; SUPPRESS keeps it from resetting the top-level flag.
+    train.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     data = commands.add_parser("data", help="prepare corpora")
     corpora = data.add_subparsers(dest="corpus", required=True)
     fsdd = corpora.add_parser("fsdd", help="write FSDD manifests for the digits and speakers tasks")
     fsdd.add_argument("--root", help="FSDD folder (default: ../shared/data/fsdd, then the download cache)")
     fsdd.add_argument("--out", required=True, help="folder for the manifests")
-    fsdd.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    fsdd.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
@@ -61,7 +62,13 @@ def run_data(arguments: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Overrides may also follow options such as --exp-dir; argparse leaves those as extras.
+    arguments, extras = parser.parse_known_args(argv)
+    if extras:
+        if arguments.command != "train" or any(extra.startswith("-") or "=" not in extra for extra in extras):
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        arguments.overrides.extend(extras)
     handlers = {"train": run_train, "data": run_data}
     try:
         return handlers[arguments.command](arguments)

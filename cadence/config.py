@@ -124,7 +124,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw_value) if raw_value.strip() else None
     except yaml.YAMLError as error:
         raise ConfigError(f"override '{text}': the value is not valid YAML ({error})") from error
-    return key.split("."), value
+    return key.split("."), _number_if_float(value)
+
+
+def _number_if_float(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; users mean the number."""
+    if isinstance(value, str):
+        try:
+            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity") else value
+        except ValueError:
+            return value
+    return value
 
 
 def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import torch
 
 from cadence.build import build, import_user_modules, resolve
 from cadence.config import RecipeConfig, config_hash, load_recipe, to_yaml
-from cadence.errors import ConfigError
+from cadence.errors import CadenceError, ConfigError
 from cadence.experiment import Experiment, unique_directory
 from cadence.logs import setup_console_logging
 from cadence.provenance import collect_provenance, snapshot_code
@@ -42,11 +43,19 @@ def train_recipe(recipe: str | Path, overrides: list[str] = (), exp_dir: str | P
     resolve(config)  # every key checked before any folder is created
     logger = setup_console_logging()
     directory = experiment_directory(config, exp_dir)
+    created = not directory.exists()
     prepare_run(config)
     experiment = Experiment(directory, tensorboard=config.experiment.tensorboard)
     try:
+        try:
+            built = build(config, experiment)
+        except CadenceError:
+            # Nothing was trained: leave no half-made experiment folder behind.
+            experiment.stop()
+            if created:
+                shutil.rmtree(directory, ignore_errors=True)
+            raise
         logger.info("experiment %s", experiment.directory)
-        built = build(config, experiment)
         digest = config_hash(built.resolved)
         experiment.write_text("config.yaml", to_yaml(built.resolved))
         experiment.write_text("config.sha256", digest + "\n")

@@ -40,7 +40,8 @@ def loaders():
 def _reset_cadence_logger():
     yield
     logger = logging.getLogger("cadence")
+    # Every test starts without handlers: a console handler made in an earlier test would
+    # still write to that test's (captured) stderr.
     for handler in list(logger.handlers):
-        if not getattr(handler, "cadence_console", False):
-            logger.removeHandler(handler)
-            handler.close()
+        logger.removeHandler(handler)
+        handler.close()

@@ -1,0 +1,88 @@
+"""A compact 1-D CNN utterance classifier over log-mel features (digits, speakers, ...).
+
+Shapes: features [B, n_mels, T] and lengths [B] (valid frames) in, logits [B, classes] out.
+Every statistic (input normalization, batch norm in training, pooling) uses valid frames
+only, so an utterance gets the same logits alone or inside a padded batch (in eval mode).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def valid_frames(lengths: torch.Tensor, frames: int) -> torch.Tensor:
+    """[B] lengths -> [B, 1, T] float mask, 1 on valid frames."""
+    positions = torch.arange(frames, device=lengths.device)
+    return (positions[None, :] < lengths[:, None]).unsqueeze(1).float()
+
+
+class MaskedBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm over channels whose training statistics ignore padded frames.
+
+    Plain BatchNorm would count padding zeros, so the statistics (and the model) would
+    depend on how utterances were grouped into batches. Eval mode uses running statistics.
+    """
+
+    def forward(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # [B, C, T], [B, 1, T]
+        if not self.training:
+            return super().forward(inputs)
+        count = mask.sum()
+        mean = (inputs * mask).sum((0, 2)) / count  # [C]
+        variance = (((inputs - mean[None, :, None]) * mask) ** 2).sum((0, 2)) / count
+        with torch.no_grad():
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(variance * count / (count - 1).clamp(min=1), self.momentum)
+        normalized = (inputs - mean[None, :, None]) * torch.rsqrt(variance[None, :, None] + self.eps)
+        return normalized * self.weight[None, :, None] + self.bias[None, :, None]
+
+
+class CNNClassifier(nn.Module):
+    """Conv1d blocks over time (channels = mel bands), then mean and std pooling, then a linear head.
+
+    >>> model = CNNClassifier(num_classes=10)
+    >>> model(torch.randn(2, 40, 50), torch.tensor([50, 30])).shape
+    torch.Size([2, 10])
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        n_mels: int = 40,
+        channels: int = 64,
+        layers: int = 4,
+        kernel_size: int = 5,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"model.kernel_size must be odd (so frames stay aligned), got {kernel_size}")
+        self.convolutions = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        inputs = n_mels
+        for _ in range(layers):
+            # No bias: the batch norm right after has its own.
+            self.convolutions.append(nn.Conv1d(inputs, channels, kernel_size, padding=kernel_size // 2, bias=False))
+            self.norms.append(MaskedBatchNorm1d(channels))
+            inputs = channels
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(2 * channels, num_classes)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        batch, bands, frames = features.shape  # [B, n_mels, T]
+        if lengths is None:
+            lengths = torch.full((batch,), frames, dtype=torch.long, device=features.device)
+        mask = valid_frames(lengths, frames)  # [B, 1, T]
+        count = lengths.to(features.dtype)[:, None, None]  # [B, 1, 1]
+        # One mean and variance per utterance over all its valid values: removes level
+        # differences between recordings without whitening each band.
+        mean = (features * mask).sum((1, 2), keepdim=True) / (count * bands)
+        variance = (((features - mean) * mask) ** 2).sum((1, 2), keepdim=True) / (count * bands)
+        hidden = (features - mean) * torch.rsqrt(variance + 1e-5) * mask  # [B, n_mels, T]
+        for convolution, norm in zip(self.convolutions, self.norms):
+            hidden = F.relu(norm(convolution(hidden), mask)) * mask  # [B, C, T], padding kept at 0
+        pooled_mean = hidden.sum(2) / count[:, :, 0]  # [B, C]
+        pooled_variance = (((hidden - pooled_mean[:, :, None]) * mask) ** 2).sum(2) / count[:, :, 0]
+        pooled = torch.cat([pooled_mean, torch.sqrt(pooled_variance + 1e-5)], dim=1)  # [B, 2C]
+        return self.head(self.dropout(pooled))  # [B, classes]
