@@ -111,6 +111,7 @@ class Trainer:
         self.logger = get_logger()
         self.checkpointer = Checkpointer(experiment.checkpoints_directory) if experiment else None
         self._best_weights: dict[str, torch.Tensor] | None = None  # kept in memory when there is no folder
+        self.test_reports: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ the loop
     def fit(self, train_data: Iterable, val_data: Iterable | None = None, test_data: Iterable | None = None) -> dict[str, Any]:
@@ -230,6 +231,11 @@ class Trainer:
 
     def test(self, data: Iterable) -> dict[str, float]:
         metrics = self.evaluate(data, "test")
+        # Non-scalar results (a confusion matrix) go to results.json, not to the curves.
+        self.test_reports = {
+            type(metric).__name__: {"classes": metric.class_names, "matrix": metric.matrix()}
+            for metric in self.metrics if callable(getattr(metric, "matrix", None))
+        }
         self.log(metrics, "test")
         self.logger.info("test: %s", _format_metrics(metrics))
         return metrics
@@ -346,6 +352,7 @@ class Trainer:
             "best_value": state.best_value,
             "best_validation": {key: value for key, value in best.items() if key not in ("epoch", "step")},
             "test": test_metrics,
+            "test_reports": self.test_reports,
             "epochs_completed": state.epoch,
             "global_step": state.global_step,
             "wall_time_s": round(wall_time, 3),

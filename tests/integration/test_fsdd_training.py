@@ -32,6 +32,8 @@ def test_fit_writes_a_complete_experiment_folder(digits_run):
     on_disk = json.loads((directory / "results.json").read_text())
     assert on_disk["test"] == results["test"] and 0.0 <= on_disk["test"]["test/accuracy"] <= 1.0
     assert on_disk["epochs_completed"] == 2 and len(on_disk["history"]) == 2
+    confusion = on_disk["test_reports"]["ConfusionMatrix"]
+    assert len(confusion["classes"]) == 10 and sum(map(sum, confusion["matrix"])) == 60  # every test utterance counted
     config = yaml.safe_load((directory / "config.yaml").read_text())
     assert config["model"]["num_classes"] == 10  # filled from the data
     assert (directory / "config.sha256").read_text().strip() == on_disk["config_sha256"]
