@@ -8,7 +8,6 @@ seed, data manifests' hashes; the recipe and the user's own modules are copied i
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 import platform
@@ -22,6 +21,8 @@ from types import ModuleType
 from typing import Any
 
 import torch
+
+from cadence.data.manifest import manifest_sha256
 
 PACKAGES = ("cadence", "torch", "numpy", "soundfile", "soxr", "pyyaml", "pydantic", "safetensors", "tensorboard", "tqdm", "rapidfuzz")
 MAX_DIFF_BYTES = 2_000_000  # a larger diff is truncated in provenance, not dropped silently
@@ -73,14 +74,6 @@ def hardware() -> dict[str, Any]:
     return info
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def collect_provenance(seed: int, config_sha256: str, data_files: dict[str, Path] | None = None) -> dict[str, Any]:
     code_directory = Path(__file__).resolve().parent
     return {
@@ -95,7 +88,7 @@ def collect_provenance(seed: int, config_sha256: str, data_files: dict[str, Path
         "packages": package_versions(),
         "hardware": hardware(),
         "git": {"cadence": git_info(code_directory), "cwd": git_info(Path.cwd())},
-        "data": {name: {"path": str(path), "sha256": file_sha256(path)} for name, path in (data_files or {}).items()},
+        "data": {name: {"path": str(path), "sha256": manifest_sha256(path)} for name, path in (data_files or {}).items()},
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,13 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 FSDD_ROOT = REPOSITORY.parent / "shared" / "data" / "fsdd"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def fsdd_root() -> Path:
-    if not (FSDD_ROOT / "recordings").is_dir():
-        pytest.skip(f"FSDD not found at {FSDD_ROOT}")
-    return FSDD_ROOT
+    """The real FSDD corpus beside the checkout (or $CADENCE_FSDD_ROOT); skipped where absent."""
+    root = Path(os.environ.get("CADENCE_FSDD_ROOT") or FSDD_ROOT)
+    if not (root / "recordings" / "0_george_0.wav").is_file():
+        pytest.skip(f"FSDD not found at {root}; set CADENCE_FSDD_ROOT")
+    return root
 
 
 def separable_data(samples: int = 96, features: int = 6, classes: int = 3, seed: int = 0) -> TensorDataset:
