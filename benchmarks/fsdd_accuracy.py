@@ -34,11 +34,12 @@ def run_recipe(recipe: str, seed: int, overrides: list[str], root: Path) -> dict
         return {"recipe": recipe, "seed": seed, "error": completed.stderr.strip().splitlines()[-1:]}
     results = json.loads((exp_dir / "results.json").read_text())
     accuracy = results["test"]["test/accuracy"]
-    tested = 300
+    tested = sum(map(sum, results["test_reports"]["ConfusionMatrix"]["matrix"]))  # utterances tested
     return {
         "recipe": recipe,
         "seed": seed,
         "test_accuracy": round(accuracy, 5),
+        "test_utterances": tested,
         "test_errors": round((1 - accuracy) * tested),
         "best_epoch": results["best_epoch"],
         "epochs_completed": results["epochs_completed"],
