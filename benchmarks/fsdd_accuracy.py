@@ -4,7 +4,9 @@ Each recipe runs as a fresh `cadence train` process (start-up, data, training, t
 counted), exactly as a user runs it. Targets (issue 2): >= 99.6% test accuracy (at most 1
 error in 300) and at most 60 s wall time per run on the 2-core reference machine.
 
-    python benchmarks/fsdd_accuracy.py [--recipes digits speakers] [--seeds 0] [key=value ...]
+    python benchmarks/fsdd_accuracy.py [key=value ...] [--recipes digits speakers] [--seeds 0]
+
+(overrides come first: --recipes and --seeds take every word after them)
 
 Prints one JSON object.
 """
