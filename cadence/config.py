@@ -144,7 +144,7 @@ def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, A
         keys, value = parse_override(text)
         node: Any = result
         for depth, key in enumerate(keys[:-1]):
-            node = _child(node, key, keys[: depth + 1], text, create=True)
+            node = _child(node, key, keys[: depth + 1], text)
         last = keys[-1]
         if isinstance(node, list):
             node[_list_index(node, last, keys, text)] = value
@@ -153,12 +153,12 @@ def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, A
     return result
 
 
-def _child(node: Any, key: str, path: list[str], text: str, create: bool) -> Any:
+def _child(node: Any, key: str, path: list[str], text: str) -> Any:
     if isinstance(node, list):
         return node[_list_index(node, key, path, text)]
     if not isinstance(node, dict):
         raise ConfigError(f"override '{text}': '{'.'.join(path[:-1])}' is a value, not a section")
-    if node.get(key) is None and create:
+    if node.get(key) is None:  # a missing section is created, so overrides can add one
         node[key] = {}
     return node[key]
 
