@@ -30,6 +30,8 @@ bench: $(INSTALLED)
 	$(PIP_INSTALL) --editable '.[bench]'
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/fsdd_accuracy.py
+	$(BIN)/python benchmarks/padding.py
+	$(BIN)/python benchmarks/loader.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -30,19 +30,22 @@ from torch.utils.data import DataLoader
 
 from cadence import Callback, ClassificationTask, Trainer
 from cadence.corpora.fsdd import find_fsdd, prepare_fsdd
-from cadence.data.dataset import AudioClassificationDataset, collate_audio
+from cadence.data.dataset import AudioDataset
 from cadence.data.features import LogMel
-from cadence.data.manifest import read_labels, read_manifest
+from cadence.data.manifest import Manifest, read_labels
+from cadence.data.processor import AudioDataProcessor
 from cadence.models.cnn_classifier import CNNClassifier
 
 
 def fixed_batches(utterances: int, batch_size: int, work_dir: Path) -> tuple[list, int]:
     written = prepare_fsdd(find_fsdd(), work_dir)["digits"]
     labels = read_labels(written["train"].parent / "labels.json")
-    entries = read_manifest(written["train"])[:utterances]
-    dataset = AudioClassificationDataset(entries, {name: index for index, name in enumerate(labels)}, 8000)
+    manifest = Manifest.read(written["train"])
+    manifest = manifest.subset(range(min(utterances, len(manifest))))
+    processor = AudioDataProcessor(8000, label_to_index={name: index for index, name in enumerate(labels)})
+    dataset = AudioDataset(manifest, processor, preload=True)
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0)).tolist()
-    batches = [collate_audio([dataset[index] for index in order[start : start + batch_size]]) for start in range(0, len(order), batch_size)]
+    batches = [dataset.collate([dataset[index] for index in order[start : start + batch_size]]) for start in range(0, len(order), batch_size)]
     # One DataLoader over the ready batches, used by every contender (Lightning needs a DataLoader).
     return DataLoader(batches, batch_size=None, collate_fn=keep_batch), len(labels)
 
@@ -69,7 +72,7 @@ def raw_loop(task: ClassificationTask, batches: list, epochs: int) -> list[float
     for _ in range(epochs):
         started = time.perf_counter()
         for batch in batches:
-            features, lengths = task.features(batch.audio, batch.audio_lengths)
+            features, lengths = task.features(batch.inputs, batch.input_lengths)
             loss = F.cross_entropy(task.model(features, lengths), batch.targets)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(task.parameters(), 5.0)

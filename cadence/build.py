@@ -7,7 +7,7 @@ and the Trainer. Classes never see config objects: they receive plain arguments.
 
 Objects that cadence passes itself are not part of a component's config: a task's
 ``model`` and ``features``, an optimizer's ``model``, a schedule's ``optimizer``, a data
-set's ``work_dir`` and ``seed``. Facts the data knows (``num_classes``, ``class_names``,
+set's ``work_dir``, ``seed`` and ``experiment_dir``. Facts the data knows (``num_classes``, ``class_names``,
 ``sample_rate``) fill the parameters of the same name unless the recipe sets them.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import importlib.util
 import sys
 from pathlib import Path
@@ -22,17 +23,21 @@ from types import ModuleType
 from typing import Any
 
 import pydantic
+from torch import nn
 
 from cadence import builtins  # noqa: F401  (registers the built-in components)
 from cadence.config import ComponentConfig, RecipeConfig, format_validation_error
 from cadence.errors import ConfigError
+from cadence.data.manifest import write_bytes_atomic
+from cadence.data.pipeline import FeaturePipeline, compute_statistics
+from cadence.device import resolve_device
 from cadence.experiment import Experiment
 from cadence.registry import CALLBACKS, DATASETS, FEATURES, METRICS, MODELS, OPTIMIZERS, SCHEDULERS, TASKS, Registry
 from cadence.trainer import Trainer
 
 DATA_FACTS = ("num_classes", "class_names", "sample_rate")
 INJECTED = {
-    "data": ("work_dir", "seed"),
+    "data": ("work_dir", "seed", "experiment_dir"),
     "features": (),
     "model": (),
     "task": ("model", "features"),
@@ -124,11 +129,14 @@ def resolve(config: RecipeConfig, facts: dict[str, Any] | None = None) -> dict[s
     resolved = config.model_dump(mode="json")
     for section in ("data", "features", "model", "task", "optimizer", "scheduler"):
         component = getattr(config, section)
-        if component is not None:
+        if component is not None and not isinstance(component, list):
             parameters = _validate(section, section, component, facts)
             resolved[section] = {**resolved[section], **_jsonable(parameters)}
-    for section in ("metrics", "callbacks"):
-        for index, component in enumerate(getattr(config, section)):
+    for section in ("features", "metrics", "callbacks"):
+        components = getattr(config, section)
+        if not isinstance(components, list):
+            continue
+        for index, component in enumerate(components):
             parameters = _validate(section, f"{section}.{index}", component, facts)
             resolved[section][index] = {"name": component.name, **_jsonable(parameters)}
     return resolved
@@ -143,13 +151,40 @@ def _instantiate(section: str, path: str, component: ComponentConfig, facts: dic
     return _registry(section).get(component.name)(**objects, **parameters)
 
 
+def build_features(config: RecipeConfig, facts: dict[str, Any], data: DataBundle, data_directory: Path) -> nn.Module | None:
+    """The ``features`` section as one module (a :class:`FeaturePipeline` for a list).
+
+    Global normalization statistics are computed here, once, over the training data in
+    length order, and saved as JSON beside the manifests (they also travel in checkpoints
+    as buffers of the task).
+    """
+    if config.features is None:
+        return None
+    if not isinstance(config.features, list):
+        return _instantiate("features", "features", config.features, facts)
+    pipeline = FeaturePipeline(
+        [_instantiate("features", f"features.{index}", item, facts) for index, item in enumerate(config.features)]
+    )
+    if pipeline.needs_statistics():
+        passes = getattr(data.train, "statistics_pass", None)
+        if passes is None:
+            raise ConfigError("features: global normalization needs training data that offers statistics_pass(); use mode: utterance")
+        computed = compute_statistics(pipeline, passes(), resolve_device(config.trainer.device))
+        document = {f"features.{list(pipeline.stages).index(stage)}": stage.statistics_dict() for stage in computed}
+        write_bytes_atomic(Path(data_directory) / "feature_statistics.json", json.dumps(document, indent=1).encode("utf-8"))
+    return pipeline
+
+
 def build(config: RecipeConfig, experiment: Experiment | None = None, work_dir: Path | None = None) -> Built:
     """Create every object the recipe describes and a Trainer ready to ``fit``."""
     data_directory = work_dir or (experiment.directory / "data" if experiment else Path("data"))
-    data: DataBundle = _instantiate("data", "data", config.data, {}, work_dir=data_directory, seed=config.seed)
+    data: DataBundle = _instantiate(
+        "data", "data", config.data, {}, work_dir=data_directory, seed=config.seed,
+        experiment_dir=experiment.directory if experiment else None,
+    )
     # A plateau schedule or early stopping left without a mode follows the trainer's.
     facts = {**data.facts, "mode": config.trainer.mode}
-    features = _instantiate("features", "features", config.features, facts) if config.features else None
+    features = build_features(config, facts, data, data_directory)
     model = _instantiate("model", "model", config.model, facts)
     task = _instantiate("task", "task", config.task, facts, model=model, features=features)
     optimizer = _instantiate("optimizer", "optimizer", config.optimizer, facts, model=task)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from cadence.callbacks import EarlyStopping
-from cadence.data.features import LogMel
-from cadence.data.loaders import fsdd, manifest_classification
+from cadence.data.features import MFCC, LogMel, Spectrogram
+from cadence.data.normalization import FeatureNormalization
+from cadence.data.spec_augment import SpecAugment
+from cadence.data.builders import fsdd, manifests
 from cadence.metrics import METRICS as METRIC_CLASSES
 from cadence.models.cnn_classifier import CNNClassifier
 from cadence.optim import OPTIMIZER_FACTORIES, SCHEDULER_FACTORIES
@@ -12,8 +14,12 @@ from cadence.registry import CALLBACKS, DATASETS, FEATURES, METRICS, MODELS, OPT
 from cadence.tasks import ClassificationTask
 
 DATASETS.register("fsdd", fsdd)
-DATASETS.register("manifest_classification", manifest_classification)
+DATASETS.register("manifests", manifests)
+FEATURES.register("spectrogram", Spectrogram)
 FEATURES.register("log_mel", LogMel)
+FEATURES.register("mfcc", MFCC)
+FEATURES.register("normalize", FeatureNormalization)
+FEATURES.register("spec_augment", SpecAugment)
 MODELS.register("cnn_classifier", CNNClassifier)
 TASKS.register("classification", ClassificationTask)
 CALLBACKS.register("early_stopping", EarlyStopping)

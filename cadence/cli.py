@@ -2,9 +2,14 @@
 
     cadence train RECIPE.yaml [key=value ...] [--exp-dir DIR] [--print-config]
     cadence data fsdd [--root PATH] --out DIR
+    cadence data connected-digits [--root PATH] [--out DIR] [--seed N] [--sizes 4000,500,500]
+    cadence data manifest DIR --out FILE [--transcripts TSV]
+    cadence data check MANIFEST [--sample-rate N] [--no-resample] [--mono mix|first|error] [--min-duration S]
 
-A user error (missing file, bad YAML, unknown key, missing data) prints one line and
-exits with code 2; ``--debug`` shows the traceback.
+Results are JSON on stdout. A user error (missing file, bad YAML, unknown key, missing
+data) prints one line and exits with code 2; ``--debug`` shows the traceback.
+``cadence data check`` prints a readable report on stderr and exits with code 1 when it
+found bad audio.
 """
 
 from __future__ import annotations
@@ -17,6 +22,38 @@ from typing import Sequence
 from cadence.errors import CadenceError
 
 USER_ERROR = 2
+BAD_DATA_FOUND = 1
+
+
+def _number_at_least(kind: type, minimum: float, inclusive: bool, what: str):
+    """An argparse ``type=`` that parses ``kind`` and rejects values below ``minimum``."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        # `not value >= minimum` also rejects nan.
+        if value is None or not (value >= minimum if inclusive else value > minimum):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _number_at_least(int, 0, inclusive=False, what="an integer > 0")
+_non_negative_int = _number_at_least(int, 0, inclusive=True, what="an integer >= 0")
+_non_negative_float = _number_at_least(float, 0.0, inclusive=True, what="a number of seconds >= 0")
+
+
+def _split_sizes(text: str) -> tuple[int, int, int]:
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        sizes = ()
+    if len(sizes) != 3 or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected three counts >= 1 as TRAIN,VALID,TEST (e.g. 4000,500,500), got {text!r}")
+    return sizes  # type: ignore[return-value]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,12 +69,47 @@ def build_parser() -> argparse.ArgumentParser:
     # Also accepted after the command; SUPPRESS keeps it from resetting the top-level flag.
     train.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
-    data = commands.add_parser("data", help="prepare corpora")
-    corpora = data.add_subparsers(dest="corpus", required=True)
-    fsdd = corpora.add_parser("fsdd", help="write FSDD manifests for the digits and speakers tasks")
+    data = commands.add_parser("data", help="prepare corpora, build and check manifests")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    fsdd = data_commands.add_parser("fsdd", help="write FSDD manifests for the digits and speakers tasks")
     fsdd.add_argument("--root", help="FSDD folder (default: ../shared/data/fsdd, then the download cache)")
     fsdd.add_argument("--out", required=True, help="folder for the manifests")
-    fsdd.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    digits = data_commands.add_parser(
+        "connected-digits", help="generate the connected-digits recognition corpus from FSDD (reused when ready)"
+    )
+    digits.add_argument("--root", help="FSDD folder (default: ../shared/data/fsdd, then the download cache)")
+    digits.add_argument("--out", help="output folder (default: a folder named after the parameters in the cache)")
+    digits.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default: 0)")
+    digits.add_argument(
+        "--sizes", type=_split_sizes, default=(4000, 500, 500), metavar="TRAIN,VALID,TEST",
+        help="utterances per split (default: 4000,500,500)",
+    )
+
+    manifest = data_commands.add_parser("manifest", help="write a manifest for every audio file under a folder")
+    manifest.add_argument("folder", metavar="DIR", help="folder of audio files (wav, flac, ogg; subfolders too)")
+    manifest.add_argument("--out", required=True, help="the manifest file to write (JSON Lines)")
+    manifest.add_argument(
+        "--transcripts", metavar="TSV", help="id<TAB>text lines (default: a .txt file beside each audio file)"
+    )
+
+    check = data_commands.add_parser("check", help="decode every file of a manifest and report bad audio")
+    check.add_argument("manifest", metavar="MANIFEST", help="a JSON Lines manifest")
+    check.add_argument(
+        "--sample-rate", type=_positive_int, help="expected rate in Hz (default: each file's own rate)"
+    )
+    check.add_argument(
+        "--no-resample", dest="resample", action="store_false", help="files at another rate are bad (wrong_rate)"
+    )
+    check.add_argument(
+        "--mono", choices=("mix", "first", "error"), default="mix", help="multi-channel policy (default: mix)"
+    )
+    check.add_argument(
+        "--min-duration", type=_non_negative_float, default=0.0, metavar="S", help="shorter audio is bad (default: 0)"
+    )
+    for command in (fsdd, digits, manifest, check):
+        # Also accepted after the command; SUPPRESS keeps it from resetting the top-level flag.
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
@@ -54,11 +126,40 @@ def run_train(arguments: argparse.Namespace) -> int:
 
 
 def run_data(arguments: argparse.Namespace) -> int:
-    from cadence.corpora.fsdd import find_fsdd, prepare_fsdd
+    if arguments.data_command == "fsdd":
+        from cadence.corpora.fsdd import find_fsdd, prepare_fsdd
 
-    written = prepare_fsdd(find_fsdd(arguments.root), arguments.out)
-    print(json.dumps({task: {split: str(path) for split, path in splits.items()} for task, splits in written.items()}, indent=2))
-    return 0
+        written = prepare_fsdd(find_fsdd(arguments.root), arguments.out)
+        print(json.dumps({task: {split: str(path) for split, path in splits.items()} for task, splits in written.items()}, indent=2))
+        return 0
+    if arguments.data_command == "connected-digits":
+        from cadence.corpora.connected_digits import prepare_connected_digits
+
+        manifests = prepare_connected_digits(arguments.root, arguments.out, seed=arguments.seed, sizes=arguments.sizes)
+        print(json.dumps({split: str(path) for split, path in manifests.items()}, indent=2))
+        return 0
+    if arguments.data_command == "manifest":
+        from cadence.data.inspect import build_manifest
+
+        entries = build_manifest(arguments.folder, arguments.out, transcripts=arguments.transcripts)
+        summary = {
+            "manifest": arguments.out,
+            "utterances": len(entries),
+            "with_text": sum(entry.text is not None for entry in entries),
+            "hours": round(sum(entry.duration for entry in entries) / 3600, 4),
+        }
+        print(json.dumps(summary, indent=2))
+        return 0
+    # The last command: check.
+    from cadence.data.inspect import check_manifest
+
+    report = check_manifest(
+        arguments.manifest, arguments.sample_rate, arguments.resample, arguments.mono, arguments.min_duration
+    )
+    # The readable report on stderr, so that stdout stays one JSON document (`> summary.json`).
+    print(report.format(), file=sys.stderr)
+    print(json.dumps(report.summary(), indent=2))
+    return 0 if report.is_clean else BAD_DATA_FOUND
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -79,7 +79,8 @@ class RecipeConfig(pydantic.BaseModel):
     seed: int = 0
     imports: list[str] = []
     data: ComponentConfig
-    features: ComponentConfig | None = None
+    # One component, or a list applied in order (e.g. log_mel, normalize, spec_augment).
+    features: ComponentConfig | list[ComponentConfig] | None = None
     model: ComponentConfig
     task: ComponentConfig = ComponentConfig(name="classification")
     optimizer: ComponentConfig = ComponentConfig(name="adamw", lr=1e-3)

@@ -112,17 +112,21 @@ class Trainer:
         self.checkpointer = Checkpointer(experiment.checkpoints_directory) if experiment else None
         self._best_weights: dict[str, torch.Tensor] | None = None  # kept in memory when there is no folder
         self.test_reports: dict[str, Any] = {}
+        self.train_data: Iterable | None = None
 
     # ------------------------------------------------------------------ the loop
     def fit(self, train_data: Iterable, val_data: Iterable | None = None, test_data: Iterable | None = None) -> dict[str, Any]:
         """Train until ``max_epochs``/``max_steps`` or ``state.should_stop``; return the results."""
         state = self.state
         started = time.perf_counter()
+        self.train_data = train_data
         self.task.to(self.device)
         self.call_hook("on_fit_start")
         try:
             while state.epoch < self.max_epochs and not state.should_stop:
                 self.call_hook("on_epoch_start")
+                if callable(getattr(train_data, "set_epoch", None)):
+                    train_data.set_epoch(state.epoch)  # the epoch's batch plan (shuffling) follows the state
                 epoch_started = time.perf_counter()
                 train_loss = self.train_epoch(train_data)
                 epoch_logs = {"train/loss": train_loss, "train/epoch_time_s": time.perf_counter() - epoch_started}
@@ -302,6 +306,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "trainer_state": self.state.state_dict(),
+            "train_data": self.train_data.state_dict() if callable(getattr(self.train_data, "state_dict", None)) else None,
             "callbacks": {f"{index}:{type(callback).__name__}": callback.state_dict() for index, callback in enumerate(self.callbacks)},
             "rng": rng_state(),
             "config": self.config,

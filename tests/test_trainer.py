@@ -161,3 +161,28 @@ def test_batches_of_any_nesting_reach_the_device():
 
     moved = move_to_device({"pair": Pair(torch.zeros(2), {"x": (torch.ones(1), "id")})}, torch.device("cpu"))
     assert isinstance(moved["pair"], Pair) and moved["pair"].meta["x"][1] == "id"
+
+
+class EpochAwareData:
+    """Training data with a per-epoch plan, like cadence's AudioDataLoader."""
+
+    def __init__(self, batches):
+        self.batches, self.epochs_set = batches, []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epochs_set.append(epoch)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def state_dict(self) -> dict:
+        return {"epochs_set": list(self.epochs_set)}
+
+
+def test_the_epoch_plan_follows_the_train_state_and_is_checkpointed(loaders):
+    train, _ = loaders
+    data = EpochAwareData([batch for batch, _ in zip(train, range(2))])
+    trainer = make_trainer(max_epochs=3)
+    trainer.fit(data)
+    assert data.epochs_set == [0, 1, 2]
+    assert trainer.stateful()["train_data"] == {"epochs_set": [0, 1, 2]}

@@ -1,5 +1,6 @@
-"""Corpora: locate, download and write manifests for public speech datasets."""
+"""Corpora: locate, download, generate and write manifests for public speech datasets."""
 
+from cadence.corpora.connected_digits import prepare_connected_digits
 from cadence.corpora.fsdd import FSDD_TASKS, download_fsdd, find_fsdd, prepare_fsdd
 
-__all__ = ["FSDD_TASKS", "download_fsdd", "find_fsdd", "prepare_fsdd"]
+__all__ = ["FSDD_TASKS", "download_fsdd", "find_fsdd", "prepare_connected_digits", "prepare_fsdd"]

@@ -24,9 +24,8 @@ import zlib
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-import soundfile
-
 import cadence
+from cadence.data.audio import audio_header
 from cadence.data.manifest import ManifestEntry, write_labels, write_manifest
 from cadence.errors import DataError
 
@@ -245,12 +244,7 @@ def _scan_recordings(root: Path) -> list[tuple[Path, re.Match[str], float]]:
                 f"{path}: not an FSDD recording name, expected {{digit}}_{{speaker}}_{{take}}.wav; "
                 "move the file out of recordings/"
             )
-        try:
-            info = soundfile.info(path)
-        except (RuntimeError, OSError) as error:
-            raise DataError(
-                f"{path}: cannot read the audio header ({error}); restore the file from FSDD or delete it"
-            ) from None
+        info = audio_header(path, "restore the file from FSDD or delete it")
         if info.frames == 0:
             raise DataError(f"{path}: holds no audio samples; restore the file from FSDD or delete it")
         found.append((path, match, info.frames / info.samplerate))
@@ -265,7 +259,7 @@ def prepare_fsdd(
     """Write FSDD manifests for each task in :data:`FSDD_TASKS`; return their paths.
 
     For each task, ``out_dir/<task>/{train,valid,test}.jsonl`` and ``out_dir/<task>/labels.json``
-    (the sorted class names; a name's position is its class index). Splits: ``test`` = takes
+    (the class names: digits in counting order, speakers sorted; a name's position is its class index). Splits: ``test`` = takes
     0-4 (the official test set), ``valid`` = takes in ``valid_takes`` (carved out of the
     training takes), ``train`` = the other takes. Labels: ``digits`` = the digit word
     ("zero".."nine"), ``speakers`` = the speaker's name. Every entry also carries ``speaker``
@@ -297,7 +291,8 @@ def prepare_fsdd(
                 )
             written[task][split] = out_dir / task / f"{split}.jsonl"
             write_manifest(written[task][split], entries)
-        labels = sorted({entry.label for entries in splits.values() for entry in entries})
+        # Digit classes in counting order ("zero" is class 0); speakers alphabetically.
+        labels = list(DIGIT_WORDS) if task == "digits" else sorted({entry.label for entries in splits.values() for entry in entries})
         write_labels(out_dir / task / "labels.json", labels)
         counts = ", ".join(f"{split} {len(entries)}" for split, entries in splits.items())
         logger.info("FSDD %s manifests in %s: %s utterances, %d classes", task, out_dir / task, counts, len(labels))

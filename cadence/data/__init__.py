@@ -1,9 +1,12 @@
-"""Speech data: manifests, audio loading, features, datasets and batches."""
+"""Speech data: manifests, audio loading, datasets, batch plans, loaders and features."""
 
-from cadence.data.audio import load_audio
-from cadence.data.dataset import AudioBatch, AudioClassificationDataset, PackedStrings, collate_audio
-from cadence.data.features import LogMel
+from cadence.data.audio import BAD_AUDIO_REASONS, BadAudio, load_audio
+from cadence.data.dataset import AudioDataset, Batch, Example, Skipped
+from cadence.data.features import MFCC, LogMel, Spectrogram
+from cadence.data.inspect import build_manifest, check_manifest
+from cadence.data.loader import AudioDataLoader, Quarantine
 from cadence.data.manifest import (
+    Manifest,
     ManifestEntry,
     manifest_sha256,
     read_labels,
@@ -12,14 +15,41 @@ from cadence.data.manifest import (
     write_labels,
     write_manifest,
 )
+from cadence.data.normalization import FeatureNormalization
+from cadence.data.packed import PackedSequences, PackedStrings
+from cadence.data.pipeline import FeaturePipeline, compute_statistics
+from cadence.data.processor import AudioDataProcessor, Vocabulary
+from cadence.data.sampler import BatchingOptions, BatchPlan, BatchSampler, build_plan
+from cadence.data.spec_augment import SpecAugment
 
 __all__ = [
-    "AudioBatch",
-    "AudioClassificationDataset",
+    "BAD_AUDIO_REASONS",
+    "MFCC",
+    "AudioDataLoader",
+    "AudioDataProcessor",
+    "AudioDataset",
+    "BadAudio",
+    "Batch",
+    "BatchPlan",
+    "BatchSampler",
+    "BatchingOptions",
+    "Example",
+    "FeatureNormalization",
+    "FeaturePipeline",
     "LogMel",
+    "Manifest",
     "ManifestEntry",
+    "PackedSequences",
     "PackedStrings",
-    "collate_audio",
+    "Quarantine",
+    "Skipped",
+    "SpecAugment",
+    "Spectrogram",
+    "Vocabulary",
+    "build_manifest",
+    "build_plan",
+    "check_manifest",
+    "compute_statistics",
     "load_audio",
     "manifest_sha256",
     "read_labels",

@@ -36,13 +36,17 @@ import math
 import numbers
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from cadence.data.packed import PackedStrings
 from cadence.errors import DataError
 
 __all__ = [
+    "Manifest",
     "ManifestEntry",
     "manifest_sha256",
     "read_labels",
@@ -250,3 +254,60 @@ def read_labels(path: str | Path) -> list[str]:
     ):
         raise DataError(f"{path}: expected a JSON list of unique class names, got {names!r}")
     return names
+
+
+class Manifest:
+    """A manifest held column by column in worker-safe form (numpy arrays and byte buffers).
+
+    ``ids``, ``audio`` (absolute paths), ``speakers``, ``labels`` and ``texts`` are
+    :class:`PackedStrings`; ``durations`` and ``offsets`` (NaN: no offset) are float64
+    arrays. An optional field absent from a line reads as ``None`` from :meth:`entry` and as
+    ``""`` from its column; ``has(field)`` says whether every line has it.
+
+        >>> manifest = Manifest([ManifestEntry(id="a", audio=Path("/x/a.wav"), duration=1.5, text="one two")])
+        >>> len(manifest), manifest.durations.tolist(), manifest.texts[0], manifest.has("label")
+        (1, [1.5], 'one two', False)
+    """
+
+    def __init__(self, entries: list[ManifestEntry], source: str | Path | None = None) -> None:
+        self.source = None if source is None else Path(source)
+        self.ids = PackedStrings([entry.id for entry in entries])
+        self.audio = PackedStrings([os.fspath(entry.audio) for entry in entries])
+        self.durations = np.array([entry.duration for entry in entries], dtype=np.float64)
+        self.offsets = np.array([np.nan if entry.offset is None else entry.offset for entry in entries], dtype=np.float64)
+        self.speakers = PackedStrings([entry.speaker or "" for entry in entries])
+        self.labels = PackedStrings([entry.label or "" for entry in entries])
+        self.texts = PackedStrings([entry.text or "" for entry in entries])
+        # Per field: does every line have it (computed once; the entries are not kept).
+        self._complete = {
+            name: all(getattr(entry, name) is not None for entry in entries) for name in _OPTIONAL_TEXT_FIELDS
+        }
+        self._present = {name: np.array([getattr(entry, name) is not None for entry in entries]) for name in _OPTIONAL_TEXT_FIELDS}
+
+    @classmethod
+    def read(cls, path: str | Path) -> Manifest:
+        """Read and validate a JSON Lines manifest (see :func:`read_manifest`)."""
+        return cls(read_manifest(path), source=path)
+
+    def __len__(self) -> int:
+        return len(self.durations)
+
+    def has(self, field: str) -> bool:
+        return self._complete[field]
+
+    def entry(self, index: int) -> ManifestEntry:
+        offset = float(self.offsets[index])
+        optional = {name: getattr(self, f"{name}s")[index] if self._present[name][index] else None for name in _OPTIONAL_TEXT_FIELDS}
+        return ManifestEntry(
+            id=self.ids[index], audio=Path(self.audio[index]), duration=float(self.durations[index]),
+            offset=None if np.isnan(offset) else offset, **optional,
+        )
+
+    def where(self, index: int) -> str:
+        """``"<manifest>: utterance '<id>' (<audio path>)"``, for error messages."""
+        origin = f"{self.source}: " if self.source is not None else ""
+        return f"{origin}utterance {self.ids[index]!r} ({self.audio[index]})"
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> Manifest:
+        """A new manifest with the given lines, in the given order."""
+        return Manifest([self.entry(int(index)) for index in indices], source=self.source)

@@ -15,11 +15,11 @@ class ClassificationTask(nn.Module):
     """Cross-entropy classification of one label per example.
 
     Batches may be ``(inputs, targets)`` pairs, mappings with ``inputs``/``targets`` keys,
-    or speech batches with ``audio``, ``audio_lengths`` and ``targets`` attributes (see
-    :class:`cadence.data.dataset.AudioBatch`). When a ``features`` module is given, it turns
-    ``(audio [B, samples], lengths)`` into ``(features [B, n_mels, frames], frame_lengths)``
-    on the model's device, and the model is called as ``model(features, frame_lengths)``;
-    otherwise as ``model(inputs)``.
+    or speech batches with ``inputs``, ``input_lengths`` and ``targets`` attributes (see
+    :class:`cadence.data.dataset.Batch`). When a ``features`` module is given, it turns
+    ``(waveforms [B, samples], lengths)`` into ``(features [B, n_mels, frames], frame_lengths)``
+    on the model's device; a speech batch's model is called as ``model(inputs, lengths)``,
+    any other as ``model(inputs)``.
 
     >>> task = ClassificationTask(nn.Linear(4, 3))
     >>> out = task.training_step((torch.randn(8, 4), torch.randint(0, 3, (8,))))
@@ -42,10 +42,10 @@ class ClassificationTask(nn.Module):
             return self.model(inputs), targets
         if isinstance(batch, dict):
             return self.model(batch["inputs"]), batch["targets"]
-        audio, lengths = batch.audio, batch.audio_lengths
+        inputs, lengths = batch.inputs, batch.input_lengths
         if self.features is not None:
-            audio, lengths = self.features(audio, lengths)
-        return self.model(audio, lengths), batch.targets
+            inputs, lengths = self.features(inputs, lengths)
+        return self.model(inputs, lengths), batch.targets
 
     def training_step(self, batch: Any) -> StepOutput:
         logits, targets = self.logits(batch)

@@ -1,4 +1,5 @@
-"""Fixtures for the data tests: a few real FSDD recordings (fsdd_root comes from tests/conftest.py)."""
+"""Fixtures for the data tests: a few real FSDD recordings (fsdd_root and the damaged audio
+files come from tests/conftest.py)."""
 
 from __future__ import annotations
 

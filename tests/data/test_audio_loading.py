@@ -83,13 +83,13 @@ def test_other_rates_are_resampled_with_one_log_message(
 
 def test_unreadable_missing_and_empty_files_are_data_errors(tmp_path: Path) -> None:
     (tmp_path / "text.wav").write_text("this is not audio")
-    with pytest.raises(DataError, match=r"text\.wav: cannot read audio"):
+    with pytest.raises(DataError, match=r"text\.wav: unreadable: cannot read audio"):
         load_audio(tmp_path / "text.wav", 8000)
-    with pytest.raises(DataError, match=r"absent\.wav: cannot read audio"):
+    with pytest.raises(DataError, match=r"absent\.wav: unreadable: cannot read audio"):
         load_audio(tmp_path / "absent.wav", 8000)
     soundfile.write(tmp_path / "empty.wav", np.zeros(0, dtype=np.float32), 8000)
-    with pytest.raises(DataError, match=r"empty\.wav: no audio samples"):
+    with pytest.raises(DataError, match=r"empty\.wav: empty: no audio samples"):
         load_audio(tmp_path / "empty.wav", 8000)
     soundfile.write(tmp_path / "short.wav", np.zeros(80, dtype=np.float32), 8000)
-    with pytest.raises(DataError, match=r"short\.wav: no audio samples at offset 1\.0 s"):
+    with pytest.raises(DataError, match=r"short\.wav: empty: no audio samples at offset 1\.0 s"):
         load_audio(tmp_path / "short.wav", 8000, offset=1.0)

@@ -1,0 +1,170 @@
+"""Data set builders a recipe names under ``data:``: manifests in, loaders out.
+
+``manifests`` reads any train/valid/test JSON Lines manifests; ``fsdd`` first writes FSDD's
+manifests (digits, speakers, or the generated connected-digits corpus) into the
+experiment folder and then does the same. Both return a :class:`cadence.build.DataBundle`
+whose loaders are :class:`~cadence.data.loader.AudioDataLoader` objects:
+
+- training: batches planned by ``batching`` (a :class:`~cadence.data.sampler.BatchingOptions`),
+  bad audio skipped into ``EXP_DIR/quarantine.jsonl`` within ``max_skip_rate``;
+- validation and test: every utterance, ``sorted`` by length (least padding), with the
+  same frame budget unless ``eval_batching`` says otherwise; bad audio is an error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from cadence.corpora.fsdd import prepare_fsdd
+from cadence.data.audio import MonoPolicy
+from cadence.data.dataset import AudioDataset
+from cadence.data.loader import AudioDataLoader, Quarantine
+from cadence.data.manifest import Manifest, read_labels
+from cadence.data.processor import AudioDataProcessor, TargetKind, Vocabulary
+from cadence.data.sampler import BatchingOptions, BatchSampler
+from cadence.errors import DataError
+
+__all__ = ["fsdd", "manifests"]
+
+SPLITS = ("train", "valid", "test")
+
+
+def _subset(manifest: Manifest, limit: int | None, seed: int) -> Manifest:
+    """A seeded random subset, kept in manifest order (for quick runs and tests)."""
+    if limit is None or limit >= len(manifest):
+        return manifest
+    chosen = np.random.default_rng(seed).choice(len(manifest), size=limit, replace=False)
+    return manifest.subset(np.sort(chosen))
+
+
+def _evaluation_options(batching: BatchingOptions, eval_batching: BatchingOptions | None) -> BatchingOptions:
+    if eval_batching is not None:
+        return eval_batching
+    # Evaluation sees every utterance whole: no chunks, no length filters.
+    return BatchingOptions(max_frames=batching.max_frames, max_seqs=batching.max_seqs, frames_per_second=batching.frames_per_second, ordering="sorted")
+
+
+def _processor_for(
+    train: Manifest, work_dir: Path, target: TargetKind, labels: str | None, vocabulary: str | None,
+    text_unit: Literal["char", "word"], **audio_policy,
+) -> tuple[AudioDataProcessor, dict]:
+    """The processor, and the facts other components need (classes or tokens)."""
+    if target == "label":
+        class_names = read_labels(labels) if labels else sorted({label for label in train.labels if label})
+        if not class_names:
+            raise DataError(f"{train.source}: no 'label' fields found; a classification manifest needs a label per line")
+        processor = AudioDataProcessor(target=target, label_to_index={name: i for i, name in enumerate(class_names)}, **audio_policy)
+        return processor, {"num_classes": len(class_names), "class_names": class_names}
+    if target == "text":
+        if vocabulary:
+            tokens = Vocabulary.load(vocabulary)
+        else:
+            tokens = Vocabulary.from_texts(train.texts, unit=text_unit)
+            tokens.save(Path(work_dir) / "vocabulary.json")  # the run records the token ids it trained with
+        return AudioDataProcessor(target=target, vocabulary=tokens, **audio_policy), {"vocabulary": tokens.tokens}
+    return AudioDataProcessor(target="none", **audio_policy), {}
+
+
+def manifests(
+    work_dir: Path,
+    seed: int,
+    experiment_dir: Path | None,
+    train: str,
+    valid: str | None = None,
+    test: str | None = None,
+    target: TargetKind = "label",
+    labels: str | None = None,
+    vocabulary: str | None = None,
+    text_unit: Literal["char", "word"] = "char",
+    sample_rate: int = 16000,
+    resample: bool = True,
+    mono: MonoPolicy = "mix",
+    min_duration: float = 0.0,
+    batching: BatchingOptions = BatchingOptions(),
+    eval_batching: BatchingOptions | None = None,
+    num_workers: int = 0,
+    preload: bool = False,
+    max_skip_rate: float = 0.01,
+    max_train_utterances: int | None = None,
+    max_eval_utterances: int | None = None,
+):
+    """Loaders over JSON Lines manifests.
+
+    ``target``: ``label`` (classes from ``labels``, a JSON list, or the sorted training
+    labels), ``text`` (tokens from ``vocabulary``, a JSON file, or built from the training
+    transcripts with ``text_unit``), or ``none``.
+    """
+    from cadence.build import DataBundle  # late import: build imports this module's registry entry
+
+    paths = {"train": Path(train), "valid": Path(valid) if valid else None, "test": Path(test) if test else None}
+    read = {split: Manifest.read(path) for split, path in paths.items() if path is not None}
+    processor, facts = _processor_for(
+        read["train"], work_dir, target, labels, vocabulary, text_unit,
+        sample_rate=sample_rate, resample=resample, mono=mono, min_duration=min_duration,
+    )
+    quarantine = Quarantine(Path(experiment_dir) / "quarantine.jsonl" if experiment_dir else None, max_skip_rate)
+    loaders = {}
+    for split, manifest in read.items():
+        is_train = split == "train"
+        manifest = _subset(manifest, max_train_utterances if is_train else max_eval_utterances, seed)
+        dataset = AudioDataset(manifest, processor, preload=preload, skip_bad_audio=is_train)
+        options = batching if is_train else _evaluation_options(batching, eval_batching)
+        sampler = BatchSampler(dataset.durations, options, seed=seed)
+        loaders[split] = AudioDataLoader(
+            dataset, sampler, num_workers=num_workers, quarantine=quarantine if is_train else None, name=split
+        )
+    return DataBundle(
+        train=loaders["train"], valid=loaders.get("valid"), test=loaders.get("test"),
+        facts={**facts, "sample_rate": sample_rate},
+        manifests={split: path for split, path in paths.items() if path is not None},
+    )
+
+
+def fsdd(
+    work_dir: Path,
+    seed: int,
+    experiment_dir: Path | None,
+    task: Literal["digits", "speakers", "connected-digits"] = "digits",
+    root: str | None = None,
+    valid_takes: list[int] = [5, 6, 7, 8, 9],
+    corpus_seed: int = 0,
+    corpus_sizes: list[int] = [4000, 500, 500],
+    text_unit: Literal["char", "word"] = "word",
+    batching: BatchingOptions = BatchingOptions(max_frames=None, max_seqs=32, ordering="random"),
+    eval_batching: BatchingOptions | None = None,
+    num_workers: int = 0,
+    preload: bool = True,
+    max_skip_rate: float = 0.01,
+    max_train_utterances: int | None = None,
+    max_eval_utterances: int | None = None,
+):
+    """FSDD digits (10 classes), speakers (6 classes) or connected digits (transcripts).
+
+    Manifests are written to ``work_dir`` (the experiment's ``data/`` folder), so the run
+    records exactly which files it used. ``root=None`` finds the corpus: ../shared beside the
+    checkout, ``CADENCE_FSDD_ROOT``, the download cache, or a download. ``connected-digits``
+    audio is generated once per (``corpus_seed``, ``corpus_sizes``) into the cache
+    (see :mod:`cadence.corpora.connected_digits`); ``text_unit`` applies to it only.
+
+    The default batching (32 shuffled utterances) suits the classification tasks, where an
+    utterance's length says much about its class; for connected digits, set a frame budget
+    and ``ordering: buckets``.
+    """
+    if task == "connected-digits":
+        from cadence.corpora.connected_digits import prepare_connected_digits
+
+        # Generated once into the cache and shared by every run with the same corpus options.
+        written = prepare_connected_digits(root, seed=corpus_seed, sizes=tuple(corpus_sizes))
+        target, labels = "text", None
+    else:
+        written = prepare_fsdd(root, Path(work_dir) / "fsdd", valid_takes=valid_takes)[task]
+        target, labels = "label", str(written["train"].parent / "labels.json")
+    return manifests(
+        work_dir, seed, experiment_dir, train=str(written["train"]), valid=str(written["valid"]), test=str(written["test"]),
+        target=target, labels=labels, text_unit=text_unit, sample_rate=8000, batching=batching, eval_batching=eval_batching,
+        num_workers=num_workers, preload=preload, max_skip_rate=max_skip_rate,
+        max_train_utterances=max_train_utterances, max_eval_utterances=max_eval_utterances,
+    )

@@ -1,0 +1,186 @@
+"""The loader a Trainer iterates: planned batches, resumable by cursor, with a quarantine.
+
+:class:`AudioDataLoader` wraps a ``torch.utils.data.DataLoader`` over an
+:class:`~cadence.data.dataset.AudioDataset` and a :class:`~cadence.data.sampler.BatchSampler`.
+It adds what a training run needs:
+
+- ``state_dict()`` is ``(epoch, cursor)`` where the cursor counts batches the training loop
+  has *consumed* (workers may have loaded more); ``load_state_dict`` makes the next
+  iteration start at that batch of that epoch's plan, loading nothing before it. This works
+  with ``num_workers > 0`` and persistent workers, since the plan is sliced in the main
+  process before indices reach the workers.
+- ``set_epoch(epoch)`` (the Trainer calls it) selects the plan; a complete pass advances
+  the epoch by itself.
+- Bad audio skipped by the dataset goes to a :class:`Quarantine`: one JSON line per
+  utterance in ``quarantine.jsonl`` with its reason, and a budget: when more than
+  ``max_skip_rate`` of an epoch's planned utterances were skipped, training stops with a
+  :class:`~cadence.errors.DataError` that says where to look.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from cadence.data.dataset import AudioDataset, Batch, Skipped
+from cadence.data.sampler import BatchingOptions, BatchSampler
+from cadence.errors import DataError
+
+__all__ = ["AudioDataLoader", "Quarantine"]
+
+logger = logging.getLogger("cadence")
+
+
+class Quarantine:
+    """Records skipped utterances (in ``path``, a JSON Lines file, when given) and enforces the budget."""
+
+    def __init__(self, path: str | Path | None, max_skip_rate: float = 0.01) -> None:
+        if not 0.0 <= max_skip_rate <= 1.0:
+            raise ValueError(f"max_skip_rate must be in [0, 1], got {max_skip_rate}")
+        self.path = None if path is None else Path(path)
+        self.max_skip_rate = max_skip_rate
+        self.skipped_in_epoch = 0
+        self.planned_in_epoch = 0
+        self.recorded_ids = self._read_recorded_ids()
+
+    def _read_recorded_ids(self) -> set[str]:
+        # A resumed run appends to the same file without repeating what is already there.
+        if self.path is None or not self.path.is_file():
+            return set()
+        ids = set()
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                ids.add(json.loads(line)["id"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a crash: rewritten when met again
+        return ids
+
+    def start_epoch(self, planned_utterances: int) -> None:
+        self.skipped_in_epoch, self.planned_in_epoch = 0, planned_utterances
+
+    def record(self, skipped: Sequence[Skipped], epoch: int) -> None:
+        for item in skipped:
+            self.skipped_in_epoch += 1
+            if item.id in self.recorded_ids:
+                continue
+            self.recorded_ids.add(item.id)
+            logger.warning("skipped utterance %r: %s", item.id, item.message)
+            if self.path is not None:
+                self._append({"id": item.id, "audio": item.audio, "reason": item.reason, "message": item.message, "epoch": epoch})
+        budget = self.max_skip_rate * self.planned_in_epoch
+        if self.skipped_in_epoch > budget:
+            where = f"; each one is listed with its reason in {self.path}" if self.path else ""
+            raise DataError(
+                f"{self.skipped_in_epoch} of {self.planned_in_epoch} utterances planned this epoch had unusable audio, "
+                f"more than the allowed {self.max_skip_rate:.2%}{where}. Run `cadence data check MANIFEST` to list "
+                "every bad file, fix or remove them, or raise data.max_skip_rate"
+            )
+
+    def _append(self, record: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+class AudioDataLoader:
+    """Iterates :class:`~cadence.data.dataset.Batch` objects following a :class:`BatchSampler`'s plans."""
+
+    def __init__(
+        self,
+        dataset: AudioDataset,
+        batch_sampler: BatchSampler,
+        *,
+        num_workers: int = 0,
+        persistent_workers: bool = True,
+        pin_memory: bool | None = None,
+        quarantine: Quarantine | None = None,
+        name: str = "train",
+    ) -> None:
+        if quarantine is not None and not dataset.skip_bad_audio:
+            raise ValueError("a quarantine needs a dataset made with skip_bad_audio=True")
+        self.dataset = dataset
+        self.batch_sampler = batch_sampler
+        self.quarantine = quarantine
+        self.name = name
+        self.epoch = 0
+        self.cursor = 0
+        self._described = False
+        self.loader = DataLoader(
+            dataset,
+            batch_sampler=batch_sampler,
+            collate_fn=dataset.collate,
+            num_workers=num_workers,
+            persistent_workers=persistent_workers and num_workers > 0,
+            pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self.cursor = epoch, 0
+
+    def __len__(self) -> int:
+        """Batches left in this epoch (all of them, unless resumed mid-epoch)."""
+        return len(self.batch_sampler.plan(self.epoch)) - self.cursor
+
+    def _describe(self, plan) -> None:
+        options = self.batch_sampler.options
+        dropped = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in plan.dropped.items())
+        logger.info(
+            "%s data: %d utterances; epoch plan: %d segments in %d batches (ordering %s, max_frames %s, max_seqs %d), "
+            "%.1f%% padding%s",
+            self.name, len(self.dataset), plan.num_segments, len(plan), options.ordering, options.max_frames,
+            options.max_seqs, 100 * plan.padding_fraction(options.frames_per_second),
+            f"; left out: {dropped}" if dropped else "",
+        )
+
+    def __iter__(self) -> Iterator[Batch]:
+        plan = self.batch_sampler.plan(self.epoch)
+        if not self._described:
+            self._describe(plan)
+            self._described = True
+        if len(plan) == 0:
+            raise DataError(
+                f"{self.name} data: the batch plan is empty ({len(self.dataset)} utterances, left out: {plan.dropped}); "
+                "check min_duration / max_duration / chunk_size against the manifest's durations"
+            )
+        if self.quarantine is not None and self.cursor == 0:
+            self.quarantine.start_epoch(plan.num_segments)
+        # The sampler runs in this process: slicing it here means workers never load skipped batches.
+        self.batch_sampler.epoch, self.batch_sampler.cursor = self.epoch, self.cursor
+        for batch in self.loader:
+            self.cursor += 1
+            if batch.skipped and self.quarantine is not None:
+                self.quarantine.record(batch.skipped, self.epoch)
+            if len(batch) == 0:
+                continue  # every utterance of this batch was unusable
+            yield batch
+        self.epoch, self.cursor = self.epoch + 1, 0
+
+    def statistics_pass(self) -> DataLoader:
+        """Every training utterance once, whole, in length order (for global feature statistics).
+
+        A separate loader: iterating it leaves this loader's epoch and cursor alone.
+        Unusable files are left out (the training epochs will quarantine them).
+        """
+        options = self.batch_sampler.options
+        ordered = BatchingOptions(max_frames=options.max_frames, max_seqs=options.max_seqs, frames_per_second=options.frames_per_second, ordering="sorted")
+        sampler = BatchSampler(self.dataset.durations, ordered, rank=0, world_size=1)
+        return DataLoader(self.dataset, batch_sampler=sampler, collate_fn=self.dataset.collate)
+
+    def state_dict(self) -> dict[str, int]:
+        skipped = self.quarantine.skipped_in_epoch if self.quarantine is not None else 0
+        return {"epoch": self.epoch, "cursor": self.cursor, "skipped_in_epoch": skipped}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
+        if self.quarantine is not None:
+            self.quarantine.start_epoch(self.batch_sampler.plan(self.epoch).num_segments)
+            self.quarantine.skipped_in_epoch = int(state.get("skipped_in_epoch", 0))

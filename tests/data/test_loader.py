@@ -1,0 +1,180 @@
+"""AudioDataset + BatchSampler + AudioDataLoader: batches, quarantine, resume by cursor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from cadence.data.audio import BadAudio
+from cadence.data.dataset import AudioDataset, Batch
+from cadence.data.loader import AudioDataLoader, Quarantine
+from cadence.data.manifest import Manifest, ManifestEntry
+from cadence.data.processor import AudioDataProcessor, Vocabulary
+from cadence.data.sampler import BatchingOptions, BatchSampler
+from cadence.errors import DataError
+
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+@pytest.fixture(scope="module")
+def fsdd_entries(fsdd_root: Path) -> list[ManifestEntry]:
+    paths = sorted((fsdd_root / "recordings").glob("*.wav"))[::30]  # 100 recordings, every digit and speaker
+    return [
+        ManifestEntry(id=path.stem, audio=path, duration=soundfile.info(path).duration,
+                      label=WORDS[int(path.name[0])], speaker=path.stem.split("_")[1], text=WORDS[int(path.name[0])])
+        for path in paths
+    ]
+
+
+def loader_for(entries, *, skip=True, quarantine=None, workers=0, preload=False, seed=0, **processor_options):
+    processor = AudioDataProcessor(8000, label_to_index={word: i for i, word in enumerate(WORDS)}, **processor_options)
+    dataset = AudioDataset(Manifest(entries), processor, preload=preload, skip_bad_audio=skip)
+    sampler = BatchSampler(dataset.durations, BatchingOptions(max_frames=800, max_seqs=8), seed=seed)
+    return AudioDataLoader(dataset, sampler, num_workers=workers, quarantine=quarantine)
+
+
+def epoch_ids(loader) -> list[list[str]]:
+    return [batch.ids for batch in loader]
+
+
+def test_batches_are_padded_with_lengths_targets_and_speakers(fsdd_entries) -> None:
+    batch = next(iter(loader_for(fsdd_entries[:10])))
+    assert isinstance(batch, Batch) and batch.inputs.dtype == torch.float32
+    assert batch.inputs.shape == (len(batch), int(batch.input_lengths.max()))
+    for row, utterance_id in enumerate(batch.ids):
+        entry = next(entry for entry in fsdd_entries if entry.id == utterance_id)
+        length = int(batch.input_lengths[row])
+        assert length == round(entry.duration * 8000)
+        assert torch.all(batch.inputs[row, length:] == 0)
+        assert batch.targets[row] == WORDS.index(entry.label) and batch.speakers[row] == entry.speaker
+
+
+def test_text_targets_are_padded_token_ids(fsdd_entries) -> None:
+    vocabulary = Vocabulary.from_texts([entry.text for entry in fsdd_entries], unit="char")
+    processor = AudioDataProcessor(8000, target="text", vocabulary=vocabulary)
+    dataset = AudioDataset(Manifest(fsdd_entries[:6]), processor)
+    batch = dataset.collate([dataset[index] for index in range(6)])
+    assert batch.targets.shape == (6, int(batch.target_lengths.max()))
+    for row, utterance_id in enumerate(batch.ids):
+        tokens = batch.targets[row, : batch.target_lengths[row]].tolist()
+        assert vocabulary.decode(tokens) == WORDS[int(utterance_id[0])]
+
+
+def test_preloaded_and_on_demand_reads_give_the_same_batches(fsdd_entries) -> None:
+    on_demand = [batch.inputs for batch in loader_for(fsdd_entries[:20])]
+    preloaded = [batch.inputs for batch in loader_for(fsdd_entries[:20], preload=True)]
+    assert all(torch.equal(first, second) for first, second in zip(on_demand, preloaded, strict=True))
+
+
+@pytest.mark.parametrize("preload", [False, True])
+def test_training_skips_every_kind_of_bad_audio_into_the_quarantine(
+    fsdd_entries, bad_audio_files, bad_audio_cases, tmp_path, preload
+) -> None:
+    bad = [ManifestEntry(id=case, audio=path, duration=bad_audio_cases[case][0]) for case, path in bad_audio_files.items()]
+    entries = fsdd_entries + [ManifestEntry(**{**entry.__dict__, "label": "zero"}) for entry in bad]
+    quarantine = Quarantine(tmp_path / "quarantine.jsonl", max_skip_rate=0.1)
+    loader = loader_for(
+        entries, quarantine=quarantine, workers=2, preload=preload, resample=False, mono="mix", min_duration=0.05
+    )
+    for _ in range(2):  # the second epoch meets the same files: counted again, written once
+        seen = {utterance for ids in epoch_ids(loader) for utterance in ids}
+    expected_bad = {"zero_bytes": "unreadable", "header_only": "empty", "truncated": "truncated",
+                    "wrong_rate": "wrong_rate", "all_zeros": "silent", "too_short": "too_short"}
+    assert seen == {entry.id for entry in fsdd_entries} | {"good", "stereo"}
+    records = [json.loads(line) for line in (tmp_path / "quarantine.jsonl").read_text().splitlines()]
+    assert {record["id"]: record["reason"] for record in records} == expected_bad
+    assert all(record["audio"].endswith(f"{record['id']}.wav") and record["message"] for record in records)
+    assert quarantine.skipped_in_epoch == len(expected_bad)
+
+
+def test_too_many_skips_stop_training_with_a_clear_error(fsdd_entries, bad_audio_files, tmp_path) -> None:
+    bad = [ManifestEntry(id=case, audio=bad_audio_files[case], duration=0.5, label="one")
+           for case in ("zero_bytes", "header_only", "all_zeros")]
+    quarantine = Quarantine(tmp_path / "quarantine.jsonl", max_skip_rate=0.01)  # 1% of 103: one skip allowed
+    loader = loader_for(fsdd_entries + bad, quarantine=quarantine)
+    with pytest.raises(DataError, match=r"of 103 utterances planned this epoch had unusable audio, more than the allowed 1\.00%.*quarantine\.jsonl.*cadence data check"):
+        epoch_ids(loader)
+    assert len((tmp_path / "quarantine.jsonl").read_text().splitlines()) >= 2  # what was written stays
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_evaluation_fails_on_bad_audio_naming_the_file(fsdd_entries, bad_audio_files, workers) -> None:
+    entries = fsdd_entries[:5] + [ManifestEntry(id="broken", audio=bad_audio_files["zero_bytes"], duration=0.5, label="one")]
+    with pytest.raises(Exception, match=r"zero_bytes\.wav: unreadable") as raised:
+        epoch_ids(loader_for(entries, skip=False, workers=workers))
+    assert isinstance(raised.value, (BadAudio, RuntimeError))  # workers re-raise with the worker's message
+
+
+def test_preloading_evaluation_data_fails_at_once(bad_audio_files) -> None:
+    entries = [ManifestEntry(id="silence", audio=bad_audio_files["all_zeros"], duration=0.5, label="one")]
+    with pytest.raises(BadAudio, match=r"all_zeros\.wav: silent"):
+        loader_for(entries, skip=False, preload=True)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resuming_mid_epoch_continues_with_exactly_the_remaining_batches(fsdd_entries, workers) -> None:
+    uninterrupted = loader_for(fsdd_entries, workers=workers, seed=4)
+    uninterrupted.set_epoch(1)
+    expected = epoch_ids(uninterrupted)
+
+    interrupted = loader_for(fsdd_entries, workers=workers, seed=4)
+    interrupted.set_epoch(1)
+    iterator = iter(interrupted)
+    consumed = [next(iterator).ids for _ in range(3)]
+    state = interrupted.state_dict()
+    assert state["epoch"] == 1 and state["cursor"] == 3  # what the loop consumed, not what workers prefetched
+
+    resumed = loader_for(fsdd_entries, workers=workers, seed=4)
+    resumed.load_state_dict(state)
+    resumed.set_epoch(1)  # what the Trainer does at the start of the epoch: keeps the cursor
+    assert len(resumed) == len(expected) - 3
+    assert consumed + epoch_ids(resumed) == expected
+    assert resumed.state_dict()["epoch"] == 2
+
+
+def test_resuming_loads_no_skipped_data(fsdd_entries, monkeypatch) -> None:
+    loader = loader_for(fsdd_entries, seed=4)
+    iterator = iter(loader)
+    skipped_batches = [next(iterator) for _ in range(5)]
+    state = loader.state_dict()
+
+    loaded: list[str] = []
+    original = AudioDataProcessor.load_audio
+    monkeypatch.setattr(AudioDataProcessor, "load_audio", lambda self, path, *args: loaded.append(path) or original(self, path, *args))
+    resumed = loader_for(fsdd_entries, seed=4)
+    resumed.load_state_dict(state)
+    remaining = epoch_ids(resumed)
+    assert len(loaded) == sum(len(ids) for ids in remaining)
+    assert not {Path(path).stem for path in loaded} & {id for batch in skipped_batches for id in batch.ids}
+
+
+def test_each_epoch_has_its_own_plan_and_a_complete_pass_moves_on(fsdd_entries) -> None:
+    loader = loader_for(fsdd_entries)
+    first, second = epoch_ids(loader), epoch_ids(loader)
+    assert sorted(sum(first, [])) == sorted(sum(second, [])) and first != second
+    assert loader.state_dict() == {"epoch": 2, "cursor": 0, "skipped_in_epoch": 0}
+
+
+def test_batches_move_to_a_device_whole() -> None:
+    batch = Batch(torch.zeros(2, 5), torch.tensor([5, 3]), torch.tensor([0, 1]), None, ["a", "b"], ["s", "t"])
+    moved = batch.to("cpu")
+    assert moved.ids == ["a", "b"] and moved.target_lengths is None and torch.equal(moved.inputs, batch.inputs)
+
+
+@pytest.mark.parametrize("preload", [False, True])
+def test_chunked_plans_load_exactly_the_planned_segments(fsdd_entries, preload) -> None:
+    processor = AudioDataProcessor(8000, label_to_index={word: i for i, word in enumerate(WORDS)})
+    dataset = AudioDataset(Manifest(fsdd_entries[:20]), processor, preload=preload)
+    sampler = BatchSampler(dataset.durations, BatchingOptions(max_frames=800, chunk_size=0.2), seed=1)
+    plan = sampler.plan()
+    batch = next(iter(AudioDataLoader(dataset, sampler)))
+    assert batch.input_lengths.tolist() == [1600] * len(batch)  # 0.2 s at 8 kHz
+    for row, (index, start, _) in enumerate(plan.batch(0)):
+        whole = dataset[index].inputs
+        begin = round(start * 8000)
+        assert torch.equal(batch.inputs[row], whole[begin : begin + 1600])
