@@ -186,3 +186,13 @@ def test_the_epoch_plan_follows_the_train_state_and_is_checkpointed(loaders):
     trainer.fit(data)
     assert data.epochs_set == [0, 1, 2]
     assert trainer.stateful()["train_data"] == {"epochs_set": [0, 1, 2]}
+
+
+def test_classification_refuses_token_sequence_targets():
+    from cadence.data.dataset import Batch
+    from cadence.errors import ConfigError
+
+    task = ClassificationTask(nn.Linear(6, 3))
+    batch = Batch(torch.zeros(2, 6), torch.tensor([6, 6]), torch.zeros(2, 4, dtype=torch.int64), torch.tensor([4, 2]), ["a", "b"], ["", ""])
+    with pytest.raises(ConfigError, match="one label per utterance.*target: label"):
+        task.training_step(batch)

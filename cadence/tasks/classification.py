@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from cadence.errors import ConfigError
 from cadence.tasks.base import StepOutput
 
 
@@ -42,6 +43,11 @@ class ClassificationTask(nn.Module):
             return self.model(inputs), targets
         if isinstance(batch, dict):
             return self.model(batch["inputs"]), batch["targets"]
+        if getattr(batch, "target_lengths", None) is not None:
+            raise ConfigError(
+                "task: classification needs one label per utterance, but the data gives token sequences "
+                "(data target: text); use target: label, or a sequence task"
+            )
         inputs, lengths = batch.inputs, batch.input_lengths
         if self.features is not None:
             inputs, lengths = self.features(inputs, lengths)
