@@ -112,7 +112,8 @@ def manifests(
         manifest = _subset(manifest, max_train_utterances if is_train else max_eval_utterances, seed)
         dataset = AudioDataset(manifest, processor, preload=preload, skip_bad_audio=is_train)
         options = batching if is_train else _evaluation_options(batching, eval_batching)
-        sampler = BatchSampler(dataset.durations, options, seed=seed)
+        # Training shares are equal (wrapped) for DDP; evaluation shares never repeat a batch.
+        sampler = BatchSampler(dataset.durations, options, seed=seed, equal_shares=is_train)
         loaders[split] = AudioDataLoader(
             dataset, sampler, num_workers=num_workers, quarantine=quarantine if is_train else None, name=split
         )

@@ -216,9 +216,20 @@ def _pack(run: np.ndarray, frames: np.ndarray, max_frames: int | None, max_seqs:
 
 
 def build_plan(
-    durations: np.ndarray, options: BatchingOptions, seed: int, epoch: int, rank: int = 0, world_size: int = 1
+    durations: np.ndarray,
+    options: BatchingOptions,
+    seed: int,
+    epoch: int,
+    rank: int = 0,
+    world_size: int = 1,
+    equal_shares: bool = True,
 ) -> BatchPlan:
-    """Rank ``rank``'s share of epoch ``epoch``'s batches (see the module docstring)."""
+    """Rank ``rank``'s share of epoch ``epoch``'s batches (see the module docstring).
+
+    ``equal_shares=False`` (evaluation) deals the batches round-robin without wrapping, so
+    no batch is seen twice and metrics summed over ranks count every utterance once; ranks
+    may then differ by one batch, which evaluation (no gradient all-reduce) allows.
+    """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
     dropped: dict[str, int] = {}
@@ -236,8 +247,8 @@ def build_plan(
     if ordering_of(options.ordering, epoch) == "buckets":  # shuffle the batches so the order is not by length
         batches = [batches[b] for b in _rng(seed, epoch, _BATCH_ORDER_STREAM).permutation(len(batches))]
     if world_size > 1 and batches:
-        # Wrap round to a multiple of the world size: equal shares, nothing dropped.
-        shortfall = -len(batches) % world_size
+        # Training wraps round to a multiple of the world size: equal shares, nothing dropped.
+        shortfall = -len(batches) % world_size if equal_shares else 0
         batches = (batches + batches[:shortfall])[rank::world_size]
 
     positions = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
@@ -256,7 +267,7 @@ class BatchSampler(Sampler[list]):
     """Yields the batches of an epoch's plan, from a cursor; state is ``(epoch, cursor)``.
 
     Use it as a DataLoader's ``batch_sampler``. Rank and world size default to those of
-    an initialised ``torch.distributed`` process group. Without a wrapper, ``epoch``
+    an initialised ``torch.distributed`` process group; ``equal_shares`` as in :func:`build_plan`. Without a wrapper, ``epoch``
     advances by itself after each complete pass; :meth:`set_epoch` sets it explicitly.
 
     The cursor counts batches *yielded*. A DataLoader with workers draws batches ahead of
@@ -272,8 +283,10 @@ class BatchSampler(Sampler[list]):
         seed: int = 0,
         rank: int | None = None,
         world_size: int | None = None,
+        equal_shares: bool = True,
     ) -> None:
         default_rank, default_size = _distributed_rank_and_size()
+        self.equal_shares = equal_shares
         self.durations = np.asarray(durations, dtype=np.float64)
         self.options = options
         self.seed = seed
@@ -286,7 +299,7 @@ class BatchSampler(Sampler[list]):
     def plan(self, epoch: int | None = None) -> BatchPlan:
         epoch = self.epoch if epoch is None else epoch
         if self._cached is None or self._cached[0] != epoch:
-            self._cached = (epoch, build_plan(self.durations, self.options, self.seed, epoch, self.rank, self.world_size))
+            self._cached = (epoch, build_plan(self.durations, self.options, self.seed, epoch, self.rank, self.world_size, self.equal_shares))
         return self._cached[1]
 
     def set_epoch(self, epoch: int) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pydantic
 import pytest
@@ -145,3 +147,40 @@ def test_resuming_at_a_cursor_yields_exactly_the_remaining_batches() -> None:
     # Keys carry NaN starts (whole utterances); compare their text, as NaN != NaN.
     assert repr(consumed + list(resumed)) == repr(uninterrupted)
     assert resumed.state_dict() == {"epoch": 3, "cursor": 0}  # a completed pass moves to the next epoch
+
+
+def test_evaluation_shares_deal_every_batch_exactly_once() -> None:
+    options = BatchingOptions(max_frames=4000, ordering="sorted")
+    whole = [batch.tolist() for batch in build_plan(DURATIONS, options, seed=0, epoch=0).batch_indices()]
+    shares = [build_plan(DURATIONS, options, seed=0, epoch=0, rank=rank, world_size=3, equal_shares=False) for rank in range(3)]
+    dealt = [batch.tolist() for share in shares for batch in share.batch_indices()]
+    assert sorted(dealt) == sorted(whole)  # no batch twice, none missing
+    assert max(len(share) for share in shares) - min(len(share) for share in shares) <= 1
+
+
+def _sampler_in_a_process_group(rank: int, store_file: str, output_dir: str) -> None:
+    import json
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=2)
+    try:
+        sampler = BatchSampler(DURATIONS, BatchingOptions(max_frames=4000), seed=9)  # rank and size from the group
+        sampler.set_epoch(1)
+        batches = [[key[0] for key in batch] for batch in sampler]
+        (Path(output_dir) / f"rank{rank}.json").write_text(json.dumps({"rank": sampler.rank, "size": sampler.world_size, "batches": batches}))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_of_a_real_process_group_run_equal_numbers_of_batches(tmp_path) -> None:
+    import json
+    import torch.multiprocessing as mp
+
+    mp.spawn(_sampler_in_a_process_group, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2)
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    assert [(result["rank"], result["size"]) for result in ranks] == [(0, 2), (1, 2)]
+    assert len(ranks[0]["batches"]) == len(ranks[1]["batches"])
+    expected = build_plan(DURATIONS, BatchingOptions(max_frames=4000), seed=9, epoch=1, rank=1, world_size=2)
+    assert ranks[1]["batches"] == [batch.tolist() for batch in expected.batch_indices()]
+    covered = {index for result in ranks for batch in result["batches"] for index in batch}
+    assert covered == set(range(len(DURATIONS)))
