@@ -44,14 +44,12 @@ Example (about a second)::
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +58,9 @@ import soundfile
 
 import cadence
 from cadence.corpora.fsdd import _RECORDING_NAME, DIGIT_WORDS, FSDD_TEST_TAKES, find_fsdd
+from cadence.corpora.generated_folder import GeneratedFolder
 from cadence.data.manifest import ManifestEntry, write_bytes_atomic, write_manifest
 from cadence.errors import DataError
-
-try:  # POSIX; elsewhere concurrent preparation of one folder is simply not guarded
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "CONNECTED_DIGITS_SAMPLE_RATE",
@@ -85,11 +79,7 @@ CONNECTED_DIGITS_TAKES = {"train": range(10, 50), "valid": range(5, 10), "test":
 # Bump when the generation algorithm changes, so that copies made by the old one are regenerated.
 _FORMAT_VERSION = 1
 _DESCRIPTION_FILE = "corpus.json"
-_LOCK_FILE = ".lock"
-_OWN_NAMES = frozenset(
-    {_DESCRIPTION_FILE, _LOCK_FILE, "README.md", "audio", "segments"}
-    | {f"{split}.jsonl" for split in CONNECTED_DIGITS_SPLITS}
-)
+_OWN_NAMES = frozenset({"README.md", "audio", "segments"} | {f"{split}.jsonl" for split in CONNECTED_DIGITS_SPLITS})
 _README = """\
 # Connected digits (generated from FSDD by cadence)
 
@@ -297,67 +287,6 @@ def _generate_split(
 # ---------------------------------------------------------------------------- the folder
 
 
-@contextlib.contextmanager
-def _folder_lock(out_dir: Path) -> Iterator[None]:
-    with open(out_dir / _LOCK_FILE, "a+b") as handle:
-        if fcntl is not None:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # released when the file closes
-            except OSError as error:  # e.g. a network file system without locks
-                logger.warning("connected digits: cannot lock %s (%s); prepare it once at a time", out_dir, error)
-        yield
-
-
-def _read_description(out_dir: Path) -> dict[str, Any] | None:
-    try:
-        description = json.loads((out_dir / _DESCRIPTION_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return description if isinstance(description, dict) else None
-
-
-def _is_ready(out_dir: Path, parameters: dict[str, Any], fingerprint: str) -> bool:
-    description = _read_description(out_dir)
-    return (
-        description is not None
-        and description.get("parameters") == parameters
-        and description.get("source", {}).get("fingerprint") == fingerprint
-        and all((out_dir / f"{split}.jsonl").is_file() for split in CONNECTED_DIGITS_SPLITS)
-    )
-
-
-def _refuse_foreign_content(out_dir: Path) -> None:
-    """Raise unless ``out_dir`` holds only what this module writes (or nothing)."""
-
-    def is_own(name: str) -> bool:
-        # Dot-names ending in .tmp are write_bytes_atomic's temporary files.
-        return name in _OWN_NAMES or (name.startswith(".") and name.endswith(".tmp"))
-
-    foreign = sorted(child.name for child in out_dir.iterdir() if not is_own(child.name))
-    description = _read_description(out_dir)
-    if description is not None and description.get("corpus") != "connected-digits":
-        foreign.append(_DESCRIPTION_FILE)
-    if foreign:
-        raise DataError(
-            f"{out_dir}: cannot generate connected digits here, the folder holds files it did not write "
-            f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); choose an empty or new folder"
-        )
-
-
-def _clear_previous_generation(out_dir: Path) -> None:
-    """Delete what an earlier (interrupted, or other-parameter) run left; refuse foreign content."""
-    _refuse_foreign_content(out_dir)
-    # corpus.json first: if this run dies below, no description claims the half-deleted files.
-    (out_dir / _DESCRIPTION_FILE).unlink(missing_ok=True)
-    for child in out_dir.iterdir():
-        if child.name == _LOCK_FILE:
-            continue
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink(missing_ok=True)
-
-
 def prepare_connected_digits(
     root: str | Path | None = None,
     out_dir: str | Path | None = None,
@@ -389,15 +318,16 @@ def prepare_connected_digits(
     manifests = {split: out_dir / f"{split}.jsonl" for split in CONNECTED_DIGITS_SPLITS}
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"{out_dir}: exists and is not a folder; choose another output folder")
+    folder = GeneratedFolder(out_dir, "connected-digits", "connected digits", _DESCRIPTION_FILE, _OWN_NAMES)
     if out_dir.is_dir():
-        _refuse_foreign_content(out_dir)  # before the lock file, which would litter a foreign folder
+        folder.refuse_foreign_content()  # before the lock file, which would litter a foreign folder
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    with _folder_lock(out_dir):
-        if _is_ready(out_dir, parameters, fingerprint):
+    with folder.lock():
+        if folder.is_ready(parameters, fingerprint, [path.name for path in manifests.values()]):
             logger.info("connected digits: reusing %s (corpus.json matches)", out_dir)
             return manifests
-        _clear_previous_generation(out_dir)
+        folder.clear()
         started = time.perf_counter()
         sources = _SourceAudio()
         utterances, seconds = {}, {}
@@ -417,8 +347,7 @@ def prepare_connected_digits(
             "seconds": seconds,
             "cadence_version": getattr(cadence, "__version__", None),
         }
-        # Written last: its presence is what marks the folder complete.
-        write_bytes_atomic(out_dir / _DESCRIPTION_FILE, (json.dumps(description, indent=2) + "\n").encode("utf-8"))
+        folder.write_description(description)
     logger.info(
         "connected digits: %s utterances (%.1f h) in %s, generated in %.1f s",
         sum(utterances.values()), sum(seconds.values()) / 3600, out_dir, time.perf_counter() - started,
