@@ -278,11 +278,10 @@ class Manifest:
         self.speakers = PackedStrings([entry.speaker or "" for entry in entries])
         self.labels = PackedStrings([entry.label or "" for entry in entries])
         self.texts = PackedStrings([entry.text or "" for entry in entries])
-        # Per field: does every line have it (computed once; the entries are not kept).
-        self._complete = {
-            name: all(getattr(entry, name) is not None for entry in entries) for name in _OPTIONAL_TEXT_FIELDS
+        # Per field and line: was the field there (an empty column value may be "" or absent).
+        self._present = {
+            name: np.array([getattr(entry, name) is not None for entry in entries], dtype=bool) for name in _OPTIONAL_TEXT_FIELDS
         }
-        self._present = {name: np.array([getattr(entry, name) is not None for entry in entries]) for name in _OPTIONAL_TEXT_FIELDS}
 
     @classmethod
     def read(cls, path: str | Path) -> Manifest:
@@ -293,7 +292,13 @@ class Manifest:
         return len(self.durations)
 
     def has(self, field: str) -> bool:
-        return self._complete[field]
+        """Whether every line has ``field``."""
+        return bool(self._present[field].all())
+
+    def first_without(self, field: str) -> int | None:
+        """The index of the first line without ``field``, or None."""
+        missing = np.flatnonzero(~self._present[field])
+        return int(missing[0]) if len(missing) else None
 
     def entry(self, index: int) -> ManifestEntry:
         offset = float(self.offsets[index])

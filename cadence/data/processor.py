@@ -130,8 +130,8 @@ class AudioDataProcessor:
         if self.target == "none":
             return None
         field = "label" if self.target == "label" else "text"
-        if not manifest.has(field):
-            missing = next(index for index in range(len(manifest)) if manifest.entry(index).__dict__[field] is None)
+        missing = manifest.first_without(field)
+        if missing is not None:
             raise DataError(f"{manifest.where(missing)} has no '{field}'; every line needs one for target: {self.target}")
         if self.target == "label":
             return np.array([self._label_index(manifest, index) for index in range(len(manifest))], dtype=np.int64)

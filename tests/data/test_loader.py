@@ -178,3 +178,14 @@ def test_chunked_plans_load_exactly_the_planned_segments(fsdd_entries, preload) 
         whole = dataset[index].inputs
         begin = round(start * 8000)
         assert torch.equal(batch.inputs[row], whole[begin : begin + 1600])
+
+
+def test_a_line_without_the_target_field_is_named(fsdd_entries) -> None:
+    entries = fsdd_entries[:3] + [ManifestEntry(id="unlabelled", audio=fsdd_entries[0].audio, duration=0.3)]
+    processor = AudioDataProcessor(8000, label_to_index={word: i for i, word in enumerate(WORDS)})
+    with pytest.raises(DataError, match=r"utterance 'unlabelled' \(.*\) has no 'label'; every line needs one"):
+        AudioDataset(Manifest(entries), processor)
+    vocabulary = Vocabulary(["o", "n", "e"], unit="char")
+    spoken_zero = ManifestEntry(**{**fsdd_entries[0].__dict__, "text": "zero"})
+    with pytest.raises(DataError, match=r"token 'z' of 'zero' is not in the vocabulary"):
+        AudioDataset(Manifest([spoken_zero]), AudioDataProcessor(8000, target="text", vocabulary=vocabulary))
