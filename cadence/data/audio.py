@@ -124,12 +124,15 @@ def load_audio(
     resample: bool = True,
     mono: MonoPolicy = "mix",
     min_duration: float = 0.0,
+    check_content: bool = True,
 ) -> torch.Tensor:
     """Read ``path`` as a mono float32 waveform ``[samples]`` at ``sample_rate``.
 
     ``offset`` and ``duration`` (seconds, in the file's own time line) select a segment;
     ``duration=None`` reads to the end. A segment that ends more than 10 ms early is
     ``truncated``; ``min_duration`` (seconds) rejects shorter audio as ``too_short``.
+    ``check_content=False`` skips the checks that judge a whole utterance (``silent`` and
+    ``too_short``): a chunk of a good recording may be a pause, or the short end of it.
     Raises :class:`BadAudio` for every unusable file.
     """
     if not isinstance(sample_rate, int) or sample_rate <= 0:
@@ -147,13 +150,13 @@ def load_audio(
         raise BadAudio(
             path, "truncated", f"{samples.shape[0] / file_rate:.3f} s of audio{where} where {duration:.3f} s were expected"
         )
-    if not samples.any():
+    if check_content and not samples.any():
         raise BadAudio(path, "silent", f"all {samples.shape[0]} samples{where} are zero")
     if samples.shape[1] > 1 and mono == "error":
         raise BadAudio(path, "multichannel", f"{samples.shape[1]} channels, and the mono policy is 'error'")
     if file_rate != sample_rate and not resample:
         raise BadAudio(path, "wrong_rate", f"{file_rate} Hz audio where {sample_rate} Hz is configured")
-    if samples.shape[0] < min_duration * file_rate:
+    if check_content and samples.shape[0] < min_duration * file_rate:
         raise BadAudio(
             path, "too_short", f"{samples.shape[0] / file_rate:.3g} s of audio, less than min_duration {min_duration:g} s"
         )

@@ -24,7 +24,7 @@ from cadence.data.dataset import AudioDataset
 from cadence.data.loader import AudioDataLoader, Quarantine
 from cadence.data.manifest import Manifest, read_labels
 from cadence.data.processor import AudioDataProcessor, TargetKind, Vocabulary
-from cadence.data.sampler import BatchingOptions, BatchSampler
+from cadence.data.sampler import BatchingOptions, BatchSampler, distributed_rank_and_size
 from cadence.errors import DataError
 
 __all__ = ["fsdd", "manifests"]
@@ -43,8 +43,7 @@ def _subset(manifest: Manifest, limit: int | None, seed: int) -> Manifest:
 def _evaluation_options(batching: BatchingOptions, eval_batching: BatchingOptions | None) -> BatchingOptions:
     if eval_batching is not None:
         return eval_batching
-    # Evaluation sees every utterance whole: no chunks, no length filters.
-    return BatchingOptions(max_frames=batching.max_frames, max_seqs=batching.max_seqs, frames_per_second=batching.frames_per_second, ordering="sorted")
+    return batching.for_evaluation()
 
 
 def _processor_for(
@@ -105,7 +104,10 @@ def manifests(
         read["train"], work_dir, target, labels, vocabulary, text_unit,
         sample_rate=sample_rate, resample=resample, mono=mono, min_duration=min_duration,
     )
-    quarantine = Quarantine(Path(experiment_dir) / "quarantine.jsonl" if experiment_dir else None, max_skip_rate)
+    # One file per process: each rank meets the bad files of its own share.
+    rank, _ = distributed_rank_and_size()
+    file_name = "quarantine.jsonl" if rank == 0 else f"quarantine.rank{rank}.jsonl"
+    quarantine = Quarantine(Path(experiment_dir) / file_name if experiment_dir else None, max_skip_rate)
     loaders = {}
     for split, manifest in read.items():
         is_train = split == "train"
@@ -115,7 +117,7 @@ def manifests(
         # Training shares are equal (wrapped) for DDP; evaluation shares never repeat a batch.
         sampler = BatchSampler(dataset.durations, options, seed=seed, equal_shares=is_train)
         loaders[split] = AudioDataLoader(
-            dataset, sampler, num_workers=num_workers, quarantine=quarantine if is_train else None, name=split
+            dataset, sampler, num_workers=num_workers, quarantine=quarantine if is_train else None, resumable=is_train, name=split
         )
     return DataBundle(
         train=loaders["train"], valid=loaders.get("valid"), test=loaders.get("test"),

@@ -153,9 +153,10 @@ class AudioDataset(Dataset):
         """Segment ``[start, start + duration)`` of utterance ``index`` (NaN start: all of it)."""
         manifest_offset = self.manifest.offsets[index]
         offset = 0.0 if np.isnan(manifest_offset) else float(manifest_offset)
-        if math.isnan(start):
+        whole = math.isnan(start)
+        if whole:
             start, duration = 0.0, float(self.manifest.durations[index])
-        return self.processor.load_audio(self.manifest.audio[index], offset + start, duration)
+        return self.processor.load_audio(self.manifest.audio[index], offset + start, duration, whole_utterance=whole)
 
     def _preload(self) -> None:
         started = time.perf_counter()
@@ -194,7 +195,7 @@ class AudioDataset(Dataset):
         return int(self.targets[index])
 
     def __getitem__(self, key: int | Segment) -> Union[Example, Skipped]:
-        index, start, duration = (int(key), math.nan, math.nan) if np.ndim(key) == 0 else (int(key[0]), float(key[1]), float(key[2]))
+        index, start, duration = (int(key[0]), float(key[1]), float(key[2])) if isinstance(key, (tuple, list)) else (int(key), math.nan, math.nan)
         try:
             if index in self._bad:
                 raise self._bad[index]

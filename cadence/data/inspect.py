@@ -259,8 +259,9 @@ def _decode(
 ) -> float | None:
     """Decode one utterance at ``rate``; return its seconds (None for a segment entry).
 
-    Raises :class:`BadAudio`, exactly as training would, plus ``truncated`` for a whole
-    file shorter than its manifest duration (training reads whole files without a length).
+    Raises :class:`BadAudio` as training would. A whole file is decoded to its end, so that
+    audio longer than the manifest says can be reported too; one shorter than its manifest
+    duration is ``truncated``, as in training.
     """
     options = {"resample": resample, "mono": mono, "min_duration": min_duration}
     if entry.offset is not None:

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cadence.data.dataset import AudioDataset, Batch, Skipped
-from cadence.data.sampler import BatchingOptions, BatchSampler
+from cadence.data.sampler import BatchSampler
 from cadence.errors import DataError
 
 __all__ = ["AudioDataLoader", "Quarantine"]
@@ -102,6 +102,7 @@ class AudioDataLoader:
         persistent_workers: bool = True,
         pin_memory: bool | None = None,
         quarantine: Quarantine | None = None,
+        resumable: bool = True,
         name: str = "train",
     ) -> None:
         if quarantine is not None and not dataset.skip_bad_audio:
@@ -109,6 +110,7 @@ class AudioDataLoader:
         self.dataset = dataset
         self.batch_sampler = batch_sampler
         self.quarantine = quarantine
+        self.resumable = resumable
         self.name = name
         self.epoch = 0
         self.cursor = 0
@@ -118,7 +120,7 @@ class AudioDataLoader:
             batch_sampler=batch_sampler,
             collate_fn=dataset.collate,
             num_workers=num_workers,
-            persistent_workers=persistent_workers and num_workers > 0,
+            persistent_workers=persistent_workers and num_workers > 0 and resumable,
             pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         )
 
@@ -142,11 +144,13 @@ class AudioDataLoader:
         )
 
     def __iter__(self) -> Iterator[Batch]:
+        if not self.resumable:
+            self.cursor = 0  # an evaluation pass is always whole, even after one was cut short
         plan = self.batch_sampler.plan(self.epoch)
         if not self._described:
             self._describe(plan)
             self._described = True
-        if len(plan) == 0:
+        if plan.global_batches == 0:
             raise DataError(
                 f"{self.name} data: the batch plan is empty ({len(self.dataset)} utterances, left out: {plan.dropped}); "
                 "check min_duration / max_duration / chunk_size against the manifest's durations"
@@ -162,7 +166,10 @@ class AudioDataLoader:
             if len(batch) == 0:
                 continue  # every utterance of this batch was unusable
             yield batch
-        self.epoch, self.cursor = self.epoch + 1, 0
+        if self.resumable:
+            self.epoch, self.cursor = self.epoch + 1, 0
+            if self.quarantine is not None:
+                self.quarantine.skipped_in_epoch = 0  # counted again in the next epoch
 
     def statistics_pass(self) -> DataLoader:
         """Every training utterance once, whole, in length order (for global feature statistics).
@@ -170,17 +177,26 @@ class AudioDataLoader:
         A separate loader: iterating it leaves this loader's epoch and cursor alone.
         Unusable files are left out (the training epochs will quarantine them).
         """
-        options = self.batch_sampler.options
-        ordered = BatchingOptions(max_frames=options.max_frames, max_seqs=options.max_seqs, frames_per_second=options.frames_per_second, ordering="sorted")
-        sampler = BatchSampler(self.dataset.durations, ordered, rank=0, world_size=1)
+        sampler = BatchSampler(self.dataset.durations, self.batch_sampler.options.for_evaluation(), rank=0, world_size=1)
         return DataLoader(self.dataset, batch_sampler=sampler, collate_fn=self.dataset.collate)
 
     def state_dict(self) -> dict[str, int]:
+        """``epoch`` and ``cursor`` (batches consumed), the plan's length (to refuse a different
+        plan on resume) and the bad-audio count of the epoch so far."""
         skipped = self.quarantine.skipped_in_epoch if self.quarantine is not None else 0
-        return {"epoch": self.epoch, "cursor": self.cursor, "skipped_in_epoch": skipped}
+        batches = len(self.batch_sampler.plan(self.epoch))
+        return {"epoch": self.epoch, "cursor": self.cursor, "batches": batches, "skipped_in_epoch": skipped}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
+        epoch, cursor = int(state["epoch"]), int(state["cursor"])
+        batches = len(self.batch_sampler.plan(epoch))
+        if not 0 <= cursor <= batches or state.get("batches", batches) != batches:
+            raise DataError(
+                f"{self.name} data: the saved position (epoch {epoch}, batch {cursor} of {state.get('batches')}) does not "
+                f"fit this run's plan of {batches} batches; the data, batching options, seed or number of processes "
+                "changed since the checkpoint. Resume with the same ones, or start a new run"
+            )
+        self.epoch, self.cursor = epoch, cursor
         if self.quarantine is not None:
             self.quarantine.start_epoch(self.batch_sampler.plan(self.epoch).num_segments)
             self.quarantine.skipped_in_epoch = int(state.get("skipped_in_epoch", 0))

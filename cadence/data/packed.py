@@ -59,4 +59,7 @@ class PackedSequences:
         return len(self.lengths)
 
     def __getitem__(self, index: int) -> np.ndarray:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} sequences")
+        index %= len(self)
         return self._buffer[self._offsets[index] : self._offsets[index + 1]]

@@ -86,6 +86,8 @@ def compute_statistics(
             position = next(index for index, stage in enumerate(pipeline.stages) if stage is normalization)
             stages_before = pipeline.stages[:position]
             for batch in batches:
+                if batch.inputs.shape[0] == 0:
+                    continue  # every utterance of the batch was unusable audio
                 x = batch.inputs.to(device)  # [B, samples]
                 lengths = batch.input_lengths.to(device)  # [B]
                 for stage in stages_before:

@@ -119,10 +119,12 @@ class AudioDataProcessor:
         self.label_to_index = dict(label_to_index or {})
         self.vocabulary = vocabulary
 
-    def load_audio(self, path: str, offset: float, duration: float | None) -> torch.Tensor:
-        """The waveform ``[samples]`` of a segment; raises :class:`~cadence.data.audio.BadAudio`."""
+    def load_audio(self, path: str, offset: float, duration: float | None, whole_utterance: bool = True) -> torch.Tensor:
+        """The waveform ``[samples]`` of an utterance, or of a chunk of one (``whole_utterance=False``:
+        no silence or minimum-length check); raises :class:`~cadence.data.audio.BadAudio`."""
         return load_audio(
-            path, self.sample_rate, offset, duration, resample=self.resample, mono=self.mono, min_duration=self.min_duration
+            path, self.sample_rate, offset, duration, resample=self.resample, mono=self.mono,
+            min_duration=self.min_duration, check_content=whole_utterance,
         )
 
     def encode_targets(self, manifest: Manifest) -> np.ndarray | PackedSequences | None:

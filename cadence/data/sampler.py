@@ -55,7 +55,7 @@ import pydantic
 import torch
 from torch.utils.data import Sampler
 
-__all__ = ["BatchPlan", "BatchSampler", "BatchingOptions", "build_plan", "frame_counts"]
+__all__ = ["BatchPlan", "BatchSampler", "BatchingOptions", "build_plan", "distributed_rank_and_size", "frame_counts"]
 
 logger = logging.getLogger("cadence")
 
@@ -88,6 +88,12 @@ class BatchingOptions:
             return value
         raise ValueError(f"unknown ordering {value!r}; use one of {', '.join(_ORDERINGS)} or laplace:N (N bins, e.g. laplace:8)")
 
+    def for_evaluation(self) -> BatchingOptions:
+        """Every utterance whole, in length order, within the same budget: no chunks, no filters."""
+        return BatchingOptions(
+            max_frames=self.max_frames, max_seqs=self.max_seqs, frames_per_second=self.frames_per_second, ordering="sorted"
+        )
+
     @pydantic.model_validator(mode="after")
     def _step_needs_size(self) -> BatchingOptions:
         if self.chunk_step is not None and self.chunk_size is None:
@@ -101,7 +107,8 @@ class BatchPlan:
 
     Batch ``b`` holds segments ``bounds[b]:bounds[b+1]`` of ``indices`` (utterance
     indices), ``starts`` (seconds into the utterance; NaN: the whole utterance) and
-    ``durations`` (seconds). ``dropped`` counts segments left out, by reason.
+    ``durations`` (seconds). ``dropped`` counts segments left out, by reason;
+    ``global_batches`` is the number of batches of all ranks together.
     """
 
     indices: np.ndarray
@@ -109,6 +116,7 @@ class BatchPlan:
     durations: np.ndarray
     bounds: np.ndarray
     dropped: dict[str, int]
+    global_batches: int
 
     def __len__(self) -> int:
         return len(self.bounds) - 1
@@ -158,8 +166,10 @@ def _segments(durations: np.ndarray, options: BatchingOptions, rng: np.random.Ge
         starts = rng.random(len(kept)) * (durations[long_enough] - size)
         return kept, starts, np.full(len(kept), size)
     step = options.chunk_step
-    counts = np.maximum(1, np.ceil(np.maximum(durations - size, 0.0) / step).astype(np.int64) + 1)
+    # The slack keeps float error from adding a chunk: (1.3 - 1.0) / 0.1 is 3.0000000000000004.
+    counts = np.ceil(np.maximum(durations - size, 0.0) / step - 1e-9).astype(np.int64) + 1
     counts = np.where(durations > 0, counts, 0)
+    dropped["zero_duration"] = int((durations <= 0).sum())
     owner = np.repeat(indices, counts)
     position = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
     starts = position * step
@@ -246,18 +256,22 @@ def build_plan(
     batches = _pack(order, frames, options.max_frames, options.max_seqs)
     if ordering_of(options.ordering, epoch) == "buckets":  # shuffle the batches so the order is not by length
         batches = [batches[b] for b in _rng(seed, epoch, _BATCH_ORDER_STREAM).permutation(len(batches))]
+    global_batches = len(batches)
     if world_size > 1 and batches:
-        # Training wraps round to a multiple of the world size: equal shares, nothing dropped.
-        shortfall = -len(batches) % world_size if equal_shares else 0
-        batches = (batches + batches[:shortfall])[rank::world_size]
+        # Training wraps round (cyclically, as often as needed) to a multiple of the world
+        # size: equal shares, nothing dropped, even with more ranks than batches.
+        total = global_batches + (-global_batches % world_size if equal_shares else 0)
+        batches = [batches[position % global_batches] for position in range(total)][rank::world_size]
 
     positions = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
     bounds = np.zeros(len(batches) + 1, dtype=np.int64)
     np.cumsum([len(batch) for batch in batches], out=bounds[1:])
-    return BatchPlan(owners[positions], starts[positions], lengths[positions], bounds, {k: v for k, v in dropped.items() if v})
+    dropped = {reason: count for reason, count in dropped.items() if count}
+    return BatchPlan(owners[positions], starts[positions], lengths[positions], bounds, dropped, global_batches)
 
 
-def _distributed_rank_and_size() -> tuple[int, int]:
+def distributed_rank_and_size() -> tuple[int, int]:
+    """(rank, world size) of the initialised ``torch.distributed`` process group, else (0, 1)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
@@ -285,7 +299,7 @@ class BatchSampler(Sampler[list]):
         world_size: int | None = None,
         equal_shares: bool = True,
     ) -> None:
-        default_rank, default_size = _distributed_rank_and_size()
+        default_rank, default_size = distributed_rank_and_size()
         self.equal_shares = equal_shares
         self.durations = np.asarray(durations, dtype=np.float64)
         self.options = options

@@ -82,14 +82,17 @@ def test_training_skips_every_kind_of_bad_audio_into_the_quarantine(
         entries, quarantine=quarantine, workers=2, preload=preload, resample=False, mono="mix", min_duration=0.05
     )
     for _ in range(2):  # the second epoch meets the same files: counted again, written once
-        seen = {utterance for ids in epoch_ids(loader) for utterance in ids}
+        seen, skipped_so_far = set(), []
+        for batch in loader:
+            seen.update(batch.ids)
+            skipped_so_far.append(quarantine.skipped_in_epoch)
     expected_bad = {"zero_bytes": "unreadable", "header_only": "empty", "truncated": "truncated",
                     "wrong_rate": "wrong_rate", "all_zeros": "silent", "too_short": "too_short"}
     assert seen == {entry.id for entry in fsdd_entries} | {"good", "stereo"}
     records = [json.loads(line) for line in (tmp_path / "quarantine.jsonl").read_text().splitlines()]
     assert {record["id"]: record["reason"] for record in records} == expected_bad
     assert all(record["audio"].endswith(f"{record['id']}.wav") and record["message"] for record in records)
-    assert quarantine.skipped_in_epoch == len(expected_bad)
+    assert skipped_so_far[-1] == len(expected_bad)  # this epoch's count, at its last batch
 
 
 def test_too_many_skips_stop_training_with_a_clear_error(fsdd_entries, bad_audio_files, tmp_path) -> None:
@@ -145,7 +148,9 @@ def test_resuming_loads_no_skipped_data(fsdd_entries, monkeypatch) -> None:
 
     loaded: list[str] = []
     original = AudioDataProcessor.load_audio
-    monkeypatch.setattr(AudioDataProcessor, "load_audio", lambda self, path, *args: loaded.append(path) or original(self, path, *args))
+    monkeypatch.setattr(
+        AudioDataProcessor, "load_audio", lambda self, path, *args, **options: loaded.append(path) or original(self, path, *args, **options)
+    )
     resumed = loader_for(fsdd_entries, seed=4)
     resumed.load_state_dict(state)
     remaining = epoch_ids(resumed)
@@ -157,7 +162,23 @@ def test_each_epoch_has_its_own_plan_and_a_complete_pass_moves_on(fsdd_entries) 
     loader = loader_for(fsdd_entries)
     first, second = epoch_ids(loader), epoch_ids(loader)
     assert sorted(sum(first, [])) == sorted(sum(second, [])) and first != second
-    assert loader.state_dict() == {"epoch": 2, "cursor": 0, "skipped_in_epoch": 0}
+    assert loader.state_dict() == {"epoch": 2, "cursor": 0, "batches": len(loader), "skipped_in_epoch": 0}
+
+
+def test_a_saved_position_that_does_not_fit_the_plan_is_refused(fsdd_entries) -> None:
+    state = loader_for(fsdd_entries).state_dict()
+    with pytest.raises(DataError, match=r"does not fit this run's plan.*batching options, seed or number of processes"):
+        loader_for(fsdd_entries[:50]).load_state_dict(state)  # another data set: another number of batches
+    with pytest.raises(DataError, match="does not fit"):
+        loader_for(fsdd_entries).load_state_dict({**state, "cursor": state["batches"] + 1})
+
+
+def test_an_evaluation_pass_is_always_whole(fsdd_entries) -> None:
+    evaluation = loader_for(fsdd_entries[:40], skip=False)
+    evaluation.resumable = False
+    whole = epoch_ids(evaluation)
+    next(iter(evaluation))  # a pass cut short (an exception, a peek) ...
+    assert epoch_ids(evaluation) == whole  # ... does not shorten the next one
 
 
 def test_batches_move_to_a_device_whole() -> None:
@@ -189,3 +210,29 @@ def test_a_line_without_the_target_field_is_named(fsdd_entries) -> None:
     spoken_zero = ManifestEntry(**{**fsdd_entries[0].__dict__, "text": "zero"})
     with pytest.raises(DataError, match=r"token 'z' of 'zero' is not in the vocabulary"):
         AudioDataset(Manifest([spoken_zero]), AudioDataProcessor(8000, target="text", vocabulary=vocabulary))
+
+
+def test_chunks_of_a_good_recording_are_not_judged_as_whole_utterances(tmp_path) -> None:
+    # 1 s of digital silence, then a tone: a pause is a fine chunk, and so is a short tail.
+    samples = np.concatenate([np.zeros(8000), 0.3 * np.sin(np.arange(4000) / 3)]).astype(np.float32)
+    soundfile.write(tmp_path / "pause.wav", samples, 8000)
+    entry = ManifestEntry(id="pause", audio=tmp_path / "pause.wav", duration=1.5, label="one")
+    for preload in (False, True):
+        loader = loader_for([entry], preload=preload, min_duration=0.5, quarantine=Quarantine(None, max_skip_rate=0.0))
+        loader.batch_sampler.options = BatchingOptions(max_frames=100_000, chunk_size=0.6, chunk_step=0.6)
+        lengths = sorted(length for batch in loader for length in batch.input_lengths.tolist())
+        assert lengths == [2400, 4800, 4800], preload
+
+
+def test_global_statistics_pass_over_unusable_files(fsdd_entries, bad_audio_files) -> None:
+    from cadence.data.features import LogMel
+    from cadence.data.normalization import FeatureNormalization
+    from cadence.data.pipeline import FeaturePipeline, compute_statistics
+
+    broken = ManifestEntry(id="broken", audio=bad_audio_files["zero_bytes"], duration=0.5, label="one")
+    loader = loader_for(fsdd_entries[:5] + [broken], quarantine=Quarantine(None, max_skip_rate=1.0))
+    loader.batch_sampler.options = BatchingOptions(max_seqs=1)  # the broken file alone in its batch
+    pipeline = FeaturePipeline([LogMel(), FeatureNormalization("global")])
+    compute_statistics(pipeline, loader.statistics_pass(), "cpu")
+    frames = sum(int(LogMel().frame_lengths(torch.tensor([round(entry.duration * 8000)]))) for entry in fsdd_entries[:5])
+    assert int(pipeline.stages[1].frames) == frames

@@ -184,3 +184,17 @@ def test_ranks_of_a_real_process_group_run_equal_numbers_of_batches(tmp_path) ->
     assert ranks[1]["batches"] == [batch.tolist() for batch in expected.batch_indices()]
     covered = {index for result in ranks for batch in result["batches"] for index in batch}
     assert covered == set(range(len(DURATIONS)))
+
+
+def test_more_ranks_than_batches_still_get_equal_shares() -> None:
+    options = BatchingOptions(max_frames=None, max_seqs=1000)  # one batch for everything
+    shares = [build_plan(DURATIONS, options, seed=0, epoch=0, rank=rank, world_size=4) for rank in range(4)]
+    assert [len(share) for share in shares] == [1, 1, 1, 1] and shares[3].global_batches == 1
+    evaluation = [build_plan(DURATIONS, options, 0, 0, rank, 4, equal_shares=False) for rank in range(4)]
+    assert [len(share) for share in evaluation] == [1, 0, 0, 0]  # an evaluation rank may have nothing to do
+
+
+def test_size_step_chunking_adds_no_chunk_through_float_error() -> None:
+    plan = plan_for("sorted", durations=np.array([1.3, 0.0]), chunk_size=1.0, chunk_step=0.1)
+    assert plan.starts.round(6).tolist() == [0.0, 0.1, 0.2, 0.3]  # the chunk at 0.3 reaches the end
+    assert plan.dropped == {"zero_duration": 1}
