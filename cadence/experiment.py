@@ -16,11 +16,11 @@ from __future__ import annotations
 import datetime
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
 
+from cadence.data.manifest import write_bytes_atomic
 from cadence.errors import CadenceError
 from cadence.logs import add_file_logging, get_logger, remove_handler
 
@@ -38,13 +38,7 @@ def unique_directory(root: str | Path, name: str) -> Path:
 
 def write_json_atomic(path: Path, content: Any) -> None:
     """Write JSON to a temporary file, then rename: a reader never sees half a file."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(content, handle, indent=2, sort_keys=False, default=str)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    write_bytes_atomic(path, (json.dumps(content, indent=2, default=str) + "\n").encode("utf-8"))
 
 
 class Experiment:
@@ -59,14 +53,17 @@ class Experiment:
         self.started = time.time()
         self.logger = get_logger()
         self._log_handler = add_file_logging(self.directory / "train.log")
-        self._metrics_file = open(self.directory / "metrics.jsonl", "a", encoding="utf-8")
+        self._metrics_path = self.directory / "metrics.jsonl"
+        self._metrics_file = open(self._metrics_path, "a", encoding="utf-8")
+        # Lines in metrics.jsonl; a checkpoint records it, so a resumed run can drop later lines.
+        self.metrics_lines = _count_lines(self._metrics_path)
         self._tensorboard = None
+        self._tensorboard_enabled = tensorboard
         if tensorboard:
-            # Imported here: the TensorBoard writer costs ~1 s to import, only paid when used.
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tensorboard = SummaryWriter(log_dir=str(self.directory / "tensorboard"))
+            self._tensorboard = _summary_writer(self.directory / "tensorboard")
         self.stopped = False
+        self.training = False  # set by the Trainer while fit runs
+        self.stop_requested = False
 
     @property
     def checkpoints_directory(self) -> Path:
@@ -80,6 +77,7 @@ class Experiment:
         record.update({name: _json_number(value) for name, value in values.items()})
         self._metrics_file.write(json.dumps(record) + "\n")
         self._metrics_file.flush()
+        self.metrics_lines += 1
         if self._tensorboard is not None:
             for name, value in values.items():
                 self._tensorboard.add_scalar(name, value, global_step=step)
@@ -95,8 +93,31 @@ class Experiment:
         path.write_text(text, encoding="utf-8")
         return path
 
+    def rewind(self, metrics_lines: int | None, global_step: int) -> None:
+        """Continue after a checkpoint: keep the first ``metrics_lines`` lines of metrics.jsonl
+        and have TensorBoard discard events after ``global_step`` (a resumed run logs them again)."""
+        if metrics_lines is not None and metrics_lines < self.metrics_lines:
+            self._metrics_file.close()
+            with open(self._metrics_path, encoding="utf-8") as handle:
+                kept = [line for _, line in zip(range(metrics_lines), handle)]
+            write_bytes_atomic(self._metrics_path, "".join(kept).encode("utf-8"))
+            self._metrics_file = open(self._metrics_path, "a", encoding="utf-8")
+            self.metrics_lines = metrics_lines
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = _summary_writer(self.directory / "tensorboard", purge_step=global_step + 1)
+
     def stop(self) -> None:
-        """Flush and close every writer; safe to call twice."""
+        """Flush and close every writer; safe to call twice.
+
+        Called while a Trainer's ``fit`` runs (from a callback or another thread), it asks the
+        Trainer to save a checkpoint and stop at the end of the current step; the writers are
+        closed when ``fit`` has finished (and the caller stops the experiment again, as
+        ``with Experiment(...)`` and ``cadence train`` do).
+        """
+        if self.training:
+            self.stop_requested = True
+            return
         if self.stopped:
             return
         self.stopped = True
@@ -110,6 +131,18 @@ class Experiment:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+
+
+def _summary_writer(directory: Path, purge_step: int | None = None):
+    # Imported here: the TensorBoard writer costs ~1 s to import, only paid when used.
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(directory), purge_step=purge_step)
 
 
 def _json_number(value: float) -> float | str:

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import copy
 import math
+import signal
 import time
+from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
 import torch
@@ -32,13 +34,14 @@ from torch import nn
 
 from cadence.callbacks.base import Callback
 from cadence.checkpoint import Checkpointer, load_checkpoint
+from cadence.checkpointing import CheckpointPolicy, StopRequests, TrainingInterrupted, checkpoints_to_delete, find_checkpoint, listing
 from cadence.device import move_to_device, resolve_device
-from cadence.errors import ConfigError
+from cadence.errors import CheckpointError, ConfigError
 from cadence.experiment import Experiment
 from cadence.logs import get_logger, progress
 from cadence.metrics import Mean, Metric
 from cadence.optim import is_plateau_scheduler, learning_rates
-from cadence.rng import rng_state
+from cadence.rng import load_rng_state, rng_state
 from cadence.state import TrainState
 from cadence.tasks.base import StepOutput, check_task
 
@@ -56,6 +59,7 @@ class Trainer:
         monitor, mode: the validation value that defines the best model ("val/loss", "min").
         restore_best: at the end of fit, load the best weights back before testing.
         experiment: where logs, metrics, TensorBoard curves and checkpoints go (optional).
+        checkpoint_policy: when checkpoints are saved and which are kept (with an experiment).
     """
 
     def __init__(
@@ -80,6 +84,7 @@ class Trainer:
         experiment: Experiment | None = None,
         log_every: int = 50,
         progress_bar: bool = True,
+        checkpoint_policy: CheckpointPolicy = CheckpointPolicy(),
         config: dict[str, Any] | None = None,
     ):
         if mode not in ("min", "max"):
@@ -110,56 +115,92 @@ class Trainer:
         self.state = TrainState()
         self.logger = get_logger()
         self.checkpointer = Checkpointer(experiment.checkpoints_directory) if experiment else None
+        self.checkpoint_policy = checkpoint_policy
         self._best_weights: dict[str, torch.Tensor] | None = None  # kept in memory when there is no folder
         self.test_reports: dict[str, Any] = {}
         self.train_data: Iterable | None = None
+        self.stop_requests = StopRequests()
+        # The running epoch's sums, on the device (no sync per step); saved in checkpoints so a
+        # resumed epoch reports the same mean loss.
+        self.epoch_sums = {"loss": torch.zeros(()), "window_loss": torch.zeros(()), "batches": torch.zeros((), dtype=torch.int64)}
+        self._improved_this_epoch = False
+        self._last_save = (time.monotonic(), None)  # (when, the (epoch, step, batch) position saved)
 
     # ------------------------------------------------------------------ the loop
-    def fit(self, train_data: Iterable, val_data: Iterable | None = None, test_data: Iterable | None = None) -> dict[str, Any]:
-        """Train until ``max_epochs``/``max_steps`` or ``state.should_stop``; return the results."""
+    def fit(
+        self, train_data: Iterable, val_data: Iterable | None = None, test_data: Iterable | None = None,
+        resume_from: str | Path | None = None,
+    ) -> dict[str, Any]:
+        """Train until ``max_epochs``/``max_steps`` or ``state.should_stop``; return the results.
+
+        ``resume_from``: a checkpoint folder, or an experiment folder (its newest valid
+        checkpoint): every state is restored and training continues exactly where it was.
+        """
         state = self.state
         started = time.perf_counter()
         self.train_data = train_data
         self.task.to(self.device)
+        self.epoch_sums = {name: value.to(self.device) for name, value in self.epoch_sums.items()}
+        if self.checkpointer is not None:
+            self.checkpointer.clean_temporary()  # folders of a save killed half-way
+        if resume_from is not None:
+            self.resume(resume_from)
         self.call_hook("on_fit_start")
+        if self.experiment is not None:
+            self.experiment.training = True  # Experiment.stop() now asks for a clean stop
         try:
-            while state.epoch < self.max_epochs and not state.should_stop:
-                self.call_hook("on_epoch_start")
-                if callable(getattr(train_data, "set_epoch", None)):
-                    train_data.set_epoch(state.epoch)  # the epoch's batch plan (shuffling) follows the state
-                epoch_started = time.perf_counter()
-                train_loss = self.train_epoch(train_data)
-                epoch_logs = {"train/loss": train_loss, "train/epoch_time_s": time.perf_counter() - epoch_started}
-                if val_data is not None:
-                    metrics = self.validate(val_data)
-                    self.track_best(metrics)
-                    self.call_hook("on_validation_end", metrics)
-                    epoch_logs.update(metrics)
-                    self.maybe_step_scheduler_on_validation(metrics)
-                if self.scheduler is not None and self.scheduler_interval == "epoch" and not is_plateau_scheduler(self.scheduler):
-                    self.scheduler.step()
-                self.log_epoch(epoch_logs)
-                state.epoch += 1
-                state.batch_in_epoch = 0
-                self.call_hook("on_epoch_end")
-                self.save_checkpoint()
-            self.call_hook("on_fit_end")
+            with self.stop_requests.watching():
+                while state.epoch < self.max_epochs and not state.should_stop:
+                    self.call_hook("on_epoch_start")  # also when resuming inside this epoch
+                    if callable(getattr(train_data, "set_epoch", None)):
+                        train_data.set_epoch(state.epoch)  # the epoch's batch plan (shuffling) follows the state
+                    epoch_started = time.perf_counter()
+                    if not self.train_epoch(train_data):
+                        break  # stopped inside the epoch: no validation of a partial epoch
+                    # .item() waits for the device: once per epoch.
+                    train_loss = self.epoch_sums["loss"].item() / max(int(self.epoch_sums["batches"]), 1)
+                    epoch_logs = {"train/loss": train_loss, "train/epoch_time_s": time.perf_counter() - epoch_started}
+                    self._improved_this_epoch = False
+                    monitored = None
+                    if val_data is not None:
+                        metrics = self.validate(val_data)
+                        self.track_best(metrics)
+                        monitored = self.metric_value(metrics, self.monitor)
+                        self.call_hook("on_validation_end", metrics)
+                        epoch_logs.update(metrics)
+                        self.maybe_step_scheduler_on_validation(metrics)
+                    if self.scheduler is not None and self.scheduler_interval == "epoch" and not is_plateau_scheduler(self.scheduler):
+                        self.scheduler.step()
+                    self.log_epoch(epoch_logs)
+                    state.epoch += 1
+                    state.batch_in_epoch = 0
+                    self.call_hook("on_epoch_end")
+                    if self.checkpoint_policy.is_due_after_epoch(state.epoch) or self._improved_this_epoch:
+                        self.save_checkpoint(monitor_value=monitored)
+                self.call_hook("on_fit_end")
         except BaseException as error:
             self.call_hook("on_exception", error)
             raise
+        finally:
+            if self.experiment is not None:
+                self.experiment.training = False
+        final = self.maybe_save_final_checkpoint()
+        self.maybe_raise_interrupted(final)
         self.maybe_restore_best()
         test_metrics = self.test(test_data) if test_data is not None else {}
         return self.results(test_metrics, wall_time=time.perf_counter() - started)
 
-    def train_epoch(self, train_data: Iterable) -> float:
-        """One pass over ``train_data``; returns the mean training loss of the epoch."""
+    def train_epoch(self, train_data: Iterable) -> bool:
+        """Train on the epoch's batches from ``state.batch_in_epoch`` on; False if stopped inside it."""
         state = self.state
         self.task.train()
-        loss_sum = torch.zeros((), device=self.device)  # stays on the device: no sync per step
-        window_sum = torch.zeros((), device=self.device)
-        batches = 0
+        sums = self.epoch_sums
+        if state.batch_in_epoch == 0:
+            for value in sums.values():
+                value.zero_()
+        batches = self.remaining_batches(train_data)
         description = f"epoch {state.epoch + 1}/{self.max_epochs}"
-        for batch in progress(train_data, self.progress_bar, description, total=_length(train_data)):
+        for batch in progress(batches, self.progress_bar, description, total=_length(train_data)):
             batch = move_to_device(batch, self.device)
             self.call_hook("on_batch_start", batch)
             output = self.training_step(batch)
@@ -169,21 +210,41 @@ class Trainer:
             self.optimizer_step()
             state.global_step += 1
             state.batch_in_epoch += 1
-            batches += 1
             loss = output.loss.detach()
-            loss_sum += loss
-            window_sum += loss
+            sums["loss"] += loss
+            sums["window_loss"] += loss
+            sums["batches"] += 1
             self.maybe_update_train_metrics(output)
             if state.global_step % self.log_every == 0:
                 # .item() waits for the device: done once per log_every steps, not per step.
-                self.log({"train/loss": window_sum.item() / self.log_every, **self.learning_rate_logs()}, "train")
-                window_sum.zero_()
+                self.log({"train/loss": sums["window_loss"].item() / self.log_every, **self.learning_rate_logs()}, "train")
+                sums["window_loss"].zero_()
             self.call_hook("on_batch_end", output)
             if self.max_steps is not None and state.global_step >= self.max_steps:
                 state.should_stop = True
+            if self.stop_requests.requested or (self.experiment is not None and self.experiment.stop_requested):
+                state.should_stop = True
             if state.should_stop:
-                break
-        return loss_sum.item() / max(batches, 1)
+                return False
+            if self.checkpointer is not None and self.checkpoint_policy.is_due_after_step(
+                state.global_step, time.monotonic() - self._last_save[0]
+            ):
+                self.save_checkpoint()
+        return True
+
+    def remaining_batches(self, train_data: Iterable) -> Iterable:
+        """The epoch's batches not trained yet. A loader with ``load_state_dict`` (cadence's
+        AudioDataLoader) was already moved to its cursor by :meth:`resume`; any other iterable
+        is advanced past ``state.batch_in_epoch`` batches (which loads them: slower, and exact
+        only if its order is a function of the epoch)."""
+        skip = self.state.batch_in_epoch
+        if skip == 0 or callable(getattr(train_data, "load_state_dict", None)):
+            return train_data
+        self.logger.warning("resuming inside an epoch of a plain iterable: loading and skipping %d batches", skip)
+        iterator = iter(train_data)
+        for _ in range(skip):
+            next(iterator, None)
+        return iterator
 
     # ------------------------------------------------------------------ overridable steps
     def training_step(self, batch: Any) -> StepOutput:
@@ -276,6 +337,7 @@ class Trainer:
         if not self.is_better(value, state.best_value):
             return
         state.best_value, state.best_epoch = value, epoch_number
+        self._improved_this_epoch = True
         if self.checkpointer is not None:
             state.best_checkpoint = self.checkpoint_name()  # written at the end of this epoch
         elif self.restore_best:
@@ -299,6 +361,9 @@ class Trainer:
     def checkpoint_name(self) -> str:
         return f"step-{self.state.global_step:09d}"
 
+    def _position(self) -> tuple[int, int, int]:
+        return (self.state.epoch, self.state.global_step, self.state.batch_in_epoch)
+
     def stateful(self) -> dict[str, Any]:
         """Everything a checkpoint holds, as plain state (tensors, numbers, strings)."""
         return {
@@ -306,22 +371,85 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "trainer_state": self.state.state_dict(),
+            "epoch_sums": {name: value.detach().cpu() for name, value in self.epoch_sums.items()},
             "train_data": self.train_data.state_dict() if callable(getattr(self.train_data, "state_dict", None)) else None,
+            "train_metrics": [metric.state_dict() for metric in self.train_metrics],
             "callbacks": {f"{index}:{type(callback).__name__}": callback.state_dict() for index, callback in enumerate(self.callbacks)},
             "rng": rng_state(),
             "config": self.config,
         }
 
-    def save_checkpoint(self) -> None:
-        """Write this epoch's checkpoint and keep only it and the best one."""
+    def load_stateful(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`stateful` captured; the random generators last, so nothing after draws."""
+        self.task.load_state_dict(state["task"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.state.load_state_dict(state["trainer_state"])
+        for name, value in state.get("epoch_sums", {}).items():
+            self.epoch_sums[name] = value.to(self.device)
+        if state.get("train_data") is not None and callable(getattr(self.train_data, "load_state_dict", None)):
+            self.train_data.load_state_dict(state["train_data"])
+        for metric, metric_state in zip(self.train_metrics, state.get("train_metrics", [])):
+            metric.load_state_dict(metric_state)
+        saved_callbacks = state.get("callbacks", {})
+        for index, callback in enumerate(self.callbacks):
+            key = f"{index}:{type(callback).__name__}"
+            if key not in saved_callbacks:
+                raise CheckpointError(f"the checkpoint has no state for callback {key}; its callbacks were {sorted(saved_callbacks)}. "
+                                      "Resume with the callbacks the run was started with")
+            callback.load_state_dict(saved_callbacks[key])
+        load_rng_state(state["rng"])
+
+    def resume(self, checkpoint: str | Path) -> Path:
+        """Load a checkpoint (or an experiment folder's newest valid one) into every component."""
+        path = find_checkpoint(checkpoint)
+        state, metadata = load_checkpoint(path)
+        self.load_stateful(state)
+        # A stop (max_steps, a signal, a callback) ended the run that saved this; this run decides anew.
+        self.state.should_stop = False
+        if self.experiment is not None:
+            # Lines and curves written after this checkpoint belong to the run that died.
+            self.experiment.rewind(metadata.get("metrics_lines"), self.state.global_step)
+        self._last_save = (time.monotonic(), self._position())
+        self.logger.info("resumed from %s: epoch %d, step %d, batch %d of the epoch", path, self.state.epoch + 1,
+                         self.state.global_step, self.state.batch_in_epoch)
+        return path
+
+    def save_checkpoint(self, monitor_value: float | None = None) -> Path | None:
+        """Write a checkpoint of this moment, then apply retention."""
         if self.checkpointer is None:
-            return
+            return None
         name = self.checkpoint_name()
-        metadata = {"epoch": self.state.epoch, "global_step": self.state.global_step, "monitor": self.monitor, "best_value": self.state.best_value}
-        self.checkpointer.save(name, self.stateful(), metadata)
-        for path in self.checkpointer.list():
-            if path.name not in (name, self.state.best_checkpoint):
-                self.checkpointer.delete(path.name)
+        metadata = {
+            "epoch": self.state.epoch, "global_step": self.state.global_step, "batch_in_epoch": self.state.batch_in_epoch,
+            "monitor": self.monitor, "mode": self.mode, "monitor_value": monitor_value, "best_value": self.state.best_value,
+            "metrics_lines": self.experiment.metrics_lines if self.experiment is not None else None,
+        }
+        path = self.checkpointer.save(name, self.stateful(), metadata)
+        self._last_save = (time.monotonic(), self._position())
+        protected = {name} | ({self.state.best_checkpoint} if self.state.best_checkpoint else set())
+        for stale in checkpoints_to_delete(listing(self.checkpointer), self.checkpoint_policy, self.mode, protected):
+            self.checkpointer.delete(stale)
+        return path
+
+    def maybe_save_final_checkpoint(self) -> Path | None:
+        """The state at the end of fit, unless the last save was of this very position."""
+        if self.checkpointer is None:
+            return None
+        if self._last_save[1] == self._position():
+            return self.checkpointer.directory / self.checkpoint_name()
+        return self.save_checkpoint()
+
+    def maybe_raise_interrupted(self, checkpoint: Path | None) -> None:
+        """After a stop request (a signal, ``Experiment.stop()``): say where to resume, skip the test."""
+        signal_number = self.stop_requests.signal_number
+        by_experiment = self.experiment is not None and self.experiment.stop_requested
+        if signal_number is None and not by_experiment:
+            return
+        cause = signal.Signals(signal_number).name if signal_number is not None else "Experiment.stop()"
+        where = f"; checkpoint {checkpoint}; continue with `cadence resume {self.experiment.directory}`" if checkpoint else ""
+        raise TrainingInterrupted(f"training stopped by {cause} at step {self.state.global_step}{where}", signal_number, checkpoint)
 
     # ------------------------------------------------------------------ logging and results
     def call_hook(self, hook: str, *arguments: Any) -> None:

@@ -122,6 +122,9 @@ class AudioDataLoader:
             num_workers=num_workers,
             persistent_workers=persistent_workers and num_workers > 0 and resumable,
             pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+            # Its own generator: creating an iterator (each epoch, and on resume) would otherwise
+            # draw from the global torch RNG and shift every random number after it.
+            generator=torch.Generator().manual_seed(batch_sampler.seed),
         )
 
     def set_epoch(self, epoch: int) -> None:
