@@ -28,6 +28,7 @@ from torch import nn
 from cadence import builtins  # noqa: F401  (registers the built-in components)
 from cadence.config import ComponentConfig, RecipeConfig, format_validation_error
 from cadence.errors import ConfigError
+from cadence.checkpointing import CheckpointPolicy
 from cadence.data.manifest import write_bytes_atomic
 from cadence.data.pipeline import FeaturePipeline, compute_statistics
 from cadence.device import resolve_device
@@ -151,12 +152,15 @@ def _instantiate(section: str, path: str, component: ComponentConfig, facts: dic
     return _registry(section).get(component.name)(**objects, **parameters)
 
 
-def build_features(config: RecipeConfig, facts: dict[str, Any], data: DataBundle, data_directory: Path) -> nn.Module | None:
+def build_features(
+    config: RecipeConfig, facts: dict[str, Any], data: DataBundle | None = None, data_directory: Path | None = None
+) -> nn.Module | None:
     """The ``features`` section as one module (a :class:`FeaturePipeline` for a list).
 
     Global normalization statistics are computed here, once, over the training data in
-    length order, and saved as JSON beside the manifests (they also travel in checkpoints
-    as buffers of the task).
+    length order, and saved as JSON in the experiment's ``data/`` folder (they also travel
+    in checkpoints as buffers of the task). Without ``data`` (a model rebuilt from a
+    checkpoint) they are left for the checkpoint's state to fill.
     """
     if config.features is None:
         return None
@@ -165,7 +169,7 @@ def build_features(config: RecipeConfig, facts: dict[str, Any], data: DataBundle
     pipeline = FeaturePipeline(
         [_instantiate("features", f"features.{index}", item, facts) for index, item in enumerate(config.features)]
     )
-    if pipeline.needs_statistics():
+    if data is not None and pipeline.needs_statistics():
         passes = getattr(data.train, "statistics_pass", None)
         if passes is None:
             raise ConfigError("features: global normalization needs training data that offers statistics_pass(); use mode: utterance")
@@ -173,6 +177,15 @@ def build_features(config: RecipeConfig, facts: dict[str, Any], data: DataBundle
         document = {f"features.{list(pipeline.stages).index(stage)}": stage.statistics_dict() for stage in computed}
         write_bytes_atomic(Path(data_directory) / "feature_statistics.json", json.dumps(document, indent=1).encode("utf-8"))
     return pipeline
+
+
+def build_task(
+    config: RecipeConfig, facts: dict[str, Any], data: DataBundle | None = None, data_directory: Path | None = None
+) -> nn.Module:
+    """Features, model and the task that holds them (all a model needs for inference)."""
+    features = build_features(config, facts, data, data_directory)
+    model = _instantiate("model", "model", config.model, facts)
+    return _instantiate("task", "task", config.task, facts, model=model, features=features)
 
 
 def build(config: RecipeConfig, experiment: Experiment | None = None, work_dir: Path | None = None) -> Built:
@@ -184,9 +197,7 @@ def build(config: RecipeConfig, experiment: Experiment | None = None, work_dir: 
     )
     # A plateau schedule or early stopping left without a mode follows the trainer's.
     facts = {**data.facts, "mode": config.trainer.mode}
-    features = build_features(config, facts, data, data_directory)
-    model = _instantiate("model", "model", config.model, facts)
-    task = _instantiate("task", "task", config.task, facts, model=model, features=features)
+    task = build_task(config, facts, data, data_directory)
     optimizer = _instantiate("optimizer", "optimizer", config.optimizer, facts, model=task)
     scheduler = None
     if config.scheduler is not None:
@@ -215,6 +226,7 @@ def build(config: RecipeConfig, experiment: Experiment | None = None, work_dir: 
         experiment=experiment,
         log_every=trainer_options.log_every,
         progress_bar=trainer_options.progress_bar,
+        checkpoint_policy=CheckpointPolicy(**config.checkpoint.model_dump()),
         config=resolved,
     )
     return Built(trainer=trainer, data=data, resolved=resolved)

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cadence.checkpoint import MANIFEST_FILE, Checkpointer
-from cadence.errors import CadenceError, CheckpointError
+from cadence.errors import CheckpointError, TrainingInterrupted
 
 __all__ = ["CheckpointPolicy", "StopRequests", "TrainingInterrupted", "checkpoints_to_delete", "find_checkpoint", "listing"]
 
@@ -115,15 +115,6 @@ def find_checkpoint(path: str | Path) -> Path:
             "Start a new run, or restore a checkpoint from a backup"
         )
     return found
-
-
-class TrainingInterrupted(CadenceError):
-    """``fit`` stopped on request (a signal or ``Experiment.stop()``) after saving a checkpoint."""
-
-    def __init__(self, message: str, signal_number: int | None = None, checkpoint: Path | None = None):
-        super().__init__(message)
-        self.signal_number = signal_number
-        self.checkpoint = checkpoint
 
 
 class StopRequests:

@@ -1,6 +1,8 @@
 """The ``cadence`` command: a thin layer over the config and Python APIs.
 
     cadence train RECIPE.yaml [key=value ...] [--exp-dir DIR] [--print-config]
+    cadence resume EXP_DIR [key=value ...] [--from CHECKPOINT] [--allow-config-change]
+    cadence verify-resume RECIPE.yaml [key=value ...] [--steps N] [--interrupt-at K]
     cadence data fsdd [--root PATH] --out DIR
     cadence data connected-digits [--root PATH] [--out DIR] [--seed N] [--sizes 4000,500,500]
     cadence data manifest DIR --out FILE [--transcripts TSV]
@@ -9,7 +11,8 @@
 Results are JSON on stdout. A user error (missing file, bad YAML, unknown key, missing
 data) prints one line and exits with code 2; ``--debug`` shows the traceback.
 ``cadence data check`` prints a readable report on stderr and exits with code 1 when it
-found bad audio.
+found bad audio; so does ``cadence verify-resume`` when the runs differ. A training stopped
+by SIGTERM or SIGINT saves a checkpoint and exits with 128 + the signal number.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import json
 import sys
 from typing import Sequence
 
-from cadence.errors import CadenceError
+from cadence.errors import CadenceError, ConfigError, TrainingInterrupted
 
 USER_ERROR = 2
 BAD_DATA_FOUND = 1
@@ -68,6 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     # Also accepted after the command; SUPPRESS keeps it from resetting the top-level flag.
     train.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    resume = commands.add_parser("resume", help="continue an experiment from its newest valid checkpoint")
+    resume.add_argument("experiment", help="the experiment folder (holding config.yaml and checkpoints/)")
+    resume.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. trainer.max_epochs=40")
+    resume.add_argument("--from", dest="checkpoint", help="a checkpoint folder to start from (default: the newest valid)")
+    resume.add_argument("--allow-config-change", action="store_true",
+                        help="accept overrides that make the run differ from an uninterrupted one")
+    resume.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    verify = commands.add_parser("verify-resume", help="check that a recipe resumes bit-identically")
+    verify.add_argument("recipe")
+    verify.add_argument("overrides", nargs="*", metavar="key=value")
+    verify.add_argument("--steps", type=int, default=20, help="optimizer steps of each run (default 20)")
+    verify.add_argument("--interrupt-at", type=int, help="steps before the interruption (default: steps // 2 + 1)")
+    verify.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     data = commands.add_parser("data", help="prepare corpora, build and check manifests")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -119,10 +137,30 @@ def run_train(arguments: argparse.Namespace) -> int:
     if arguments.print_config:
         print(print_config(arguments.recipe, arguments.overrides), end="")
         return 0
-    results = train_recipe(arguments.recipe, arguments.overrides, arguments.exp_dir)
+    print_summary(train_recipe(arguments.recipe, arguments.overrides, arguments.exp_dir))
+    return 0
+
+
+def print_summary(results: dict) -> None:
     summary = {key: results[key] for key in ("experiment", "best_epoch", "best_validation", "test", "wall_time_s", "final_checkpoint")}
     print(json.dumps(summary, indent=2))
+
+
+def run_resume(arguments: argparse.Namespace) -> int:
+    from cadence.run import resume_experiment
+
+    print_summary(resume_experiment(arguments.experiment, arguments.overrides, arguments.checkpoint, arguments.allow_config_change))
     return 0
+
+
+def run_verify_resume(arguments: argparse.Namespace) -> int:
+    from cadence.verify import verify_resume
+
+    if arguments.interrupt_at is not None and not 0 < arguments.interrupt_at < arguments.steps:
+        raise ConfigError(f"--interrupt-at must be between 1 and --steps - 1 = {arguments.steps - 1}")
+    report = verify_resume(arguments.recipe, arguments.overrides, arguments.steps, arguments.interrupt_at)
+    print(json.dumps(report, indent=2))
+    return 0 if report["identical"] else 1
 
 
 def run_data(arguments: argparse.Namespace) -> int:
@@ -167,12 +205,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Overrides may also follow options such as --exp-dir; argparse leaves those as extras.
     arguments, extras = parser.parse_known_args(argv)
     if extras:
-        if arguments.command != "train" or any(extra.startswith("-") or "=" not in extra for extra in extras):
+        takes_overrides = arguments.command in ("train", "resume", "verify-resume")
+        if not takes_overrides or any(extra.startswith("-") or "=" not in extra for extra in extras):
             parser.error(f"unrecognized arguments: {' '.join(extras)}")
         arguments.overrides.extend(extras)
-    handlers = {"train": run_train, "data": run_data}
+    handlers = {"train": run_train, "resume": run_resume, "verify-resume": run_verify_resume, "data": run_data}
     try:
         return handlers[arguments.command](arguments)
+    except TrainingInterrupted as stopped:
+        print(f"cadence: {stopped}", file=sys.stderr)
+        return 128 + stopped.signal_number if stopped.signal_number else 1
     except CadenceError as error:
         if arguments.debug:
             raise

@@ -65,6 +65,17 @@ class TrainerConfig(pydantic.BaseModel):
     num_threads: int | None = pydantic.Field(None, ge=1)
 
 
+class CheckpointConfig(pydantic.BaseModel):
+    """When checkpoints are saved (any trigger may be null) and which are kept."""
+
+    model_config = Strict
+    every_epochs: int | None = pydantic.Field(1, ge=1)
+    every_steps: int | None = pydantic.Field(None, ge=1)
+    every_minutes: float | None = pydantic.Field(None, gt=0)
+    keep_last: int = pydantic.Field(1, ge=1)  # the most recent N
+    keep_best: int = pydantic.Field(1, ge=0)  # the K best by trainer.monitor / trainer.mode
+
+
 class ExperimentConfig(pydantic.BaseModel):
     model_config = Strict
     root: str = "runs"
@@ -88,6 +99,7 @@ class RecipeConfig(pydantic.BaseModel):
     metrics: list[ComponentConfig] = [ComponentConfig(name="accuracy")]
     callbacks: list[ComponentConfig] = []
     trainer: TrainerConfig = TrainerConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
     experiment: ExperimentConfig = ExperimentConfig()
 
     @pydantic.field_validator("metrics", mode="before")

@@ -23,3 +23,12 @@ class DataError(CadenceError):
 
 class CheckpointError(CadenceError):
     """A checkpoint is missing, damaged, or not in cadence's format."""
+
+
+class TrainingInterrupted(CadenceError):
+    """``fit`` stopped on request (a signal or ``Experiment.stop()``) after saving a checkpoint."""
+
+    def __init__(self, message: str, signal_number: int | None = None, checkpoint=None):
+        super().__init__(message)
+        self.signal_number = signal_number
+        self.checkpoint = checkpoint

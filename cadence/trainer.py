@@ -119,6 +119,8 @@ class Trainer:
         self._best_weights: dict[str, torch.Tensor] | None = None  # kept in memory when there is no folder
         self.test_reports: dict[str, Any] = {}
         self.train_data: Iterable | None = None
+        self.data: Any = None  # a DataBundle, when rebuilt by from_checkpoint
+        self.pending_resume: Path | None = None  # set by from_checkpoint; used by the next fit
         self.stop_requests = StopRequests()
         # The running epoch's sums, on the device (no sync per step); saved in checkpoints so a
         # resumed epoch reports the same mean loss.
@@ -128,14 +130,20 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(
-        self, train_data: Iterable, val_data: Iterable | None = None, test_data: Iterable | None = None,
+        self, train_data: Iterable | None = None, val_data: Iterable | None = None, test_data: Iterable | None = None,
         resume_from: str | Path | None = None,
     ) -> dict[str, Any]:
         """Train until ``max_epochs``/``max_steps`` or ``state.should_stop``; return the results.
 
         ``resume_from``: a checkpoint folder, or an experiment folder (its newest valid
         checkpoint): every state is restored and training continues exactly where it was.
+        After :meth:`from_checkpoint`, ``fit()`` takes the rebuilt data and resumes.
         """
+        if train_data is None:
+            if self.data is None:
+                raise ValueError("fit() needs train_data (only a Trainer made by from_checkpoint has its own data)")
+            train_data, val_data, test_data = self.data.train, self.data.valid, self.data.test
+        resume_from, self.pending_resume = resume_from or self.pending_resume, None
         state = self.state
         started = time.perf_counter()
         self.train_data = train_data
@@ -358,6 +366,14 @@ class Trainer:
             self.scheduler.step(self.metric_value(metrics, self.scheduler_monitor))
 
     # ------------------------------------------------------------------ checkpoints
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path, experiment: Experiment | None = None) -> Trainer:
+        """Rebuild data, task, optimizer, schedule, callbacks and Trainer from a checkpoint's
+        config; the next ``fit()`` restores every state and continues (see :mod:`cadence.serialization`)."""
+        from cadence.serialization import trainer_from_checkpoint
+
+        return trainer_from_checkpoint(checkpoint, experiment)
+
     def checkpoint_name(self) -> str:
         return f"step-{self.state.global_step:09d}"
 

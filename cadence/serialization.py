@@ -1,0 +1,99 @@
+"""Rebuilding components from a checkpoint: its config (by registered names) plus its state.
+
+- :func:`load`: the task (features + model) of a checkpoint, ready for inference.
+- :func:`trainer_from_checkpoint` (also ``Trainer.from_checkpoint``): data, model, optimizer,
+  schedule, metrics, callbacks and Trainer rebuilt from the saved config, with every state
+  restored when ``fit`` starts.
+
+A checkpoint is read only after its manifest verifies, and nothing in it is unpickled.
+User components listed under ``imports:`` are imported from the experiment's ``code/``
+snapshot when the checkpoint lives in an experiment folder.
+
+Example::
+
+    task = cadence.load("runs/fsdd-digits/20261121-101500")   # the newest valid checkpoint
+    logits = task.logits(batch)[0]
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from cadence.checkpoint import load_checkpoint
+from cadence.checkpointing import find_checkpoint
+from cadence.config import RecipeConfig, validate_recipe
+from cadence.errors import CheckpointError, ConfigError
+
+if TYPE_CHECKING:
+    from cadence.experiment import Experiment
+    from cadence.trainer import Trainer
+
+__all__ = ["import_saved_modules", "load", "saved_config", "trainer_from_checkpoint"]
+
+
+def import_saved_modules(imports: list[str], code_directory: Path) -> None:
+    """Import a run's ``imports:`` from its code snapshot (``code/modules``), else from the path."""
+    modules = code_directory / "modules"
+    if modules.is_dir() and str(modules) not in sys.path:
+        sys.path.insert(0, str(modules))
+    for index, entry in enumerate(imports):
+        name = Path(entry).stem if entry.endswith(".py") else entry
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            raise ConfigError(
+                f"imports.{index}: cannot import '{entry}' for this checkpoint ({error}); the experiment's "
+                f"code/modules snapshot does not have it, so put it on PYTHONPATH"
+            ) from error
+
+
+def saved_config(state: dict[str, Any], path: Path) -> RecipeConfig:
+    """The recipe a checkpoint was built from, validated again (and its user modules imported)."""
+    config = state.get("config")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: the checkpoint holds no config, so its components cannot be rebuilt; "
+                              "load its 'task' state into a model you build yourself")
+    recipe = validate_recipe(config)
+    experiment_directory = path.parent.parent  # EXP_DIR/checkpoints/<name>
+    import_saved_modules(recipe.imports, experiment_directory / "code")
+    return recipe
+
+
+def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The task (features and model) saved in ``checkpoint``, in eval mode on ``device``.
+
+    ``checkpoint``: a checkpoint folder, or an experiment folder (its newest valid one).
+    The resolved config already holds every fact the data supplied (classes, rate), so no
+    data is read. The returned module has a ``config`` attribute with the resolved config.
+    """
+    from cadence.build import build_task  # late import: build imports the trainer, which imports this module
+
+    path = find_checkpoint(checkpoint)
+    state, _ = load_checkpoint(path)
+    recipe = saved_config(state, path)
+    task = build_task(recipe, facts={})
+    task.load_state_dict(state["task"])
+    task.config = state["config"]
+    return task.to(device).eval()
+
+
+def trainer_from_checkpoint(checkpoint: str | Path, experiment: Experiment | None = None) -> Trainer:
+    """A Trainer rebuilt from the checkpoint's config, which resumes it when ``fit()`` starts.
+
+    The data set is built again (``trainer.data``), so ``trainer.fit()`` needs no arguments.
+    """
+    from cadence.build import build
+
+    path = find_checkpoint(checkpoint)
+    state, _ = load_checkpoint(path)
+    built = build(saved_config(state, path), experiment)
+    trainer = built.trainer
+    trainer.data = built.data
+    trainer.pending_resume = path
+    return trainer

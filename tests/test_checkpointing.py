@@ -1,0 +1,123 @@
+"""Checkpoint policy and retention, stop requests (signals, Experiment.stop()), finding the
+checkpoint to resume from, and rebuilding components from a checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from cadence import Callback, ClassificationTask, Experiment, Trainer, TrainingInterrupted
+from cadence.checkpoint import MANIFEST_FILE, TENSORS_FILE, load_checkpoint
+from cadence.checkpointing import CheckpointPolicy, checkpoints_to_delete, find_checkpoint
+from cadence.errors import CheckpointError
+from cadence.metrics import Accuracy
+
+
+def make_trainer(experiment, policy=CheckpointPolicy(), callbacks=(), **options) -> Trainer:
+    torch.manual_seed(0)
+    task = ClassificationTask(nn.Sequential(nn.Linear(6, 16), nn.Dropout(0.2), nn.Linear(16, 3)))
+    return Trainer(task, torch.optim.SGD(task.parameters(), lr=0.1), metrics=[Accuracy(num_classes=3)], progress_bar=False,
+                   experiment=experiment, checkpoint_policy=policy, callbacks=list(callbacks), **options)
+
+
+def names(directory: Path) -> list[str]:
+    return sorted(path.name for path in (directory / "checkpoints").iterdir())
+
+
+def test_retention_keeps_the_newest_and_the_best_and_never_the_rest():
+    policy = CheckpointPolicy(keep_last=2, keep_best=2)
+    entries = [("a", 1, 0.5), ("b", 2, 0.2), ("c", 3, 0.9), ("d", 4, 0.4), ("e", 5, None), ("f", 6, None)]
+    assert checkpoints_to_delete(entries, policy, "min", protected=set()) == ["a", "c"]
+    assert checkpoints_to_delete(entries, policy, "max", protected={"b"}) == ["d"]
+
+
+def test_policy_rejects_nonsense():
+    with pytest.raises(ValueError, match="every_steps must be positive"):
+        CheckpointPolicy(every_steps=0)
+    with pytest.raises(ValueError, match="keep_last must be >= 1"):
+        CheckpointPolicy(keep_last=0)
+
+
+def test_step_checkpoints_with_retention_keep_the_best(tmp_path, loaders):
+    train, valid = loaders  # 6 batches an epoch
+    with Experiment(tmp_path, tensorboard=False) as experiment:
+        trainer = make_trainer(experiment, CheckpointPolicy(every_steps=2, every_epochs=None, keep_last=2, keep_best=1), max_epochs=3)
+        trainer.fit(train, valid)
+    kept = names(tmp_path)
+    assert trainer.state.best_checkpoint in kept
+    assert kept[-2:] == ["step-000000016", "step-000000018"]  # the two newest
+    assert len(kept) <= 3
+
+
+class SignalAt(Callback):
+    def __init__(self, step: int, signal_number: int):
+        self.step, self.signal_number = step, signal_number
+
+    def on_batch_end(self, trainer, output):
+        if trainer.state.global_step == self.step:
+            os.kill(os.getpid(), self.signal_number)
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_a_checkpoint_and_stops_cleanly(tmp_path, loaders, signal_number):
+    train, valid = loaders
+    previous = signal.getsignal(signal_number)
+    with Experiment(tmp_path, tensorboard=False) as experiment:
+        trainer = make_trainer(experiment, callbacks=[SignalAt(4, signal_number)], max_epochs=3)
+        with pytest.raises(TrainingInterrupted, match=rf"stopped by {signal.Signals(signal_number).name} at step 4.*cadence resume") as stopped:
+            trainer.fit(train, valid)
+    assert stopped.value.signal_number == signal_number
+    assert names(tmp_path) == ["step-000000004"]
+    _, metadata = load_checkpoint(tmp_path / "checkpoints" / "step-000000004")
+    assert metadata["batch_in_epoch"] == 4
+    assert signal.getsignal(signal_number) is previous  # handlers are given back after fit
+
+
+class StopExperimentAt(Callback):
+    def on_batch_end(self, trainer, output):
+        if trainer.state.global_step == 3:
+            trainer.experiment.stop()
+
+
+def test_experiment_stop_during_fit_saves_then_closes(tmp_path, loaders):
+    train, valid = loaders
+    experiment = Experiment(tmp_path, tensorboard=False)
+    trainer = make_trainer(experiment, callbacks=[StopExperimentAt()], max_epochs=3)
+    with pytest.raises(TrainingInterrupted, match="stopped by Experiment.stop"):
+        trainer.fit(train, valid)
+    assert names(tmp_path) == ["step-000000003"] and not experiment.stopped
+    experiment.stop()
+    assert experiment.stopped
+
+
+def test_a_damaged_newest_checkpoint_is_skipped_and_all_damaged_is_an_error(tmp_path, loaders, caplog):
+    train, valid = loaders
+    with Experiment(tmp_path, tensorboard=False) as experiment:
+        make_trainer(experiment, CheckpointPolicy(every_epochs=1, keep_last=3), max_epochs=3).fit(train, valid)
+    newest, older = tmp_path / "checkpoints" / "step-000000018", tmp_path / "checkpoints" / "step-000000012"
+    data = bytearray((newest / TENSORS_FILE).read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte
+    (newest / TENSORS_FILE).write_bytes(bytes(data))
+    assert find_checkpoint(tmp_path) == older
+    assert "step-000000018" in caplog.text
+    for path in (tmp_path / "checkpoints").iterdir():
+        (path / MANIFEST_FILE).unlink()
+    with pytest.raises(CheckpointError, match="no valid checkpoint to resume from"):
+        find_checkpoint(tmp_path)
+
+
+def test_resume_from_a_damaged_newest_checkpoint_continues_from_the_one_before(tmp_path, loaders):
+    train, valid = loaders
+    with Experiment(tmp_path, tensorboard=False) as experiment:
+        make_trainer(experiment, CheckpointPolicy(keep_last=3), max_epochs=2).fit(train, valid)
+    (tmp_path / "checkpoints" / "step-000000012" / TENSORS_FILE).write_bytes(b"truncated")
+    with Experiment(tmp_path, tensorboard=False) as experiment:
+        resumed = make_trainer(experiment, max_epochs=3)
+        resumed.fit(train, valid, resume_from=tmp_path)
+    # Epoch 2 is trained again from the checkpoint after epoch 1; nothing starts from scratch.
+    assert [entry["epoch"] for entry in resumed.state.history] == [1, 2, 3] and resumed.state.global_step == 18
