@@ -92,7 +92,9 @@ def trainer_from_checkpoint(checkpoint: str | Path, experiment: Experiment | Non
 
     path = find_checkpoint(checkpoint)
     state, _ = load_checkpoint(path)
-    built = build(saved_config(state, path), experiment)
+    # Without an experiment, data files (manifests) go to the run's own data/ folder again.
+    work_dir = None if experiment is not None else path.parent.parent / "data"
+    built = build(saved_config(state, path), experiment, work_dir=work_dir)
     trainer = built.trainer
     trainer.data = built.data
     trainer.pending_resume = path

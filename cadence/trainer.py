@@ -36,12 +36,12 @@ from cadence.callbacks.base import Callback
 from cadence.checkpoint import Checkpointer, load_checkpoint
 from cadence.checkpointing import CheckpointPolicy, StopRequests, TrainingInterrupted, checkpoints_to_delete, find_checkpoint, listing
 from cadence.device import move_to_device, resolve_device
-from cadence.errors import CheckpointError, ConfigError
+from cadence.errors import ConfigError
 from cadence.experiment import Experiment
 from cadence.logs import get_logger, progress
 from cadence.metrics import Mean, Metric
 from cadence.optim import is_plateau_scheduler, learning_rates
-from cadence.rng import load_rng_state, rng_state
+from cadence.snapshot import capture, restore
 from cadence.state import TrainState
 from cadence.tasks.base import StepOutput, check_task
 
@@ -381,41 +381,12 @@ class Trainer:
         return (self.state.epoch, self.state.global_step, self.state.batch_in_epoch)
 
     def stateful(self) -> dict[str, Any]:
-        """Everything a checkpoint holds, as plain state (tensors, numbers, strings)."""
-        return {
-            "task": self.task.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "trainer_state": self.state.state_dict(),
-            "epoch_sums": {name: value.detach().cpu() for name, value in self.epoch_sums.items()},
-            "train_data": self.train_data.state_dict() if callable(getattr(self.train_data, "state_dict", None)) else None,
-            "train_metrics": [metric.state_dict() for metric in self.train_metrics],
-            "callbacks": {f"{index}:{type(callback).__name__}": callback.state_dict() for index, callback in enumerate(self.callbacks)},
-            "rng": rng_state(),
-            "config": self.config,
-        }
+        """Everything a checkpoint holds, as plain state (see :func:`cadence.snapshot.capture`)."""
+        return capture(self)
 
     def load_stateful(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`stateful` captured; the random generators last, so nothing after draws."""
-        self.task.load_state_dict(state["task"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler") is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        self.state.load_state_dict(state["trainer_state"])
-        for name, value in state.get("epoch_sums", {}).items():
-            self.epoch_sums[name] = value.to(self.device)
-        if state.get("train_data") is not None and callable(getattr(self.train_data, "load_state_dict", None)):
-            self.train_data.load_state_dict(state["train_data"])
-        for metric, metric_state in zip(self.train_metrics, state.get("train_metrics", [])):
-            metric.load_state_dict(metric_state)
-        saved_callbacks = state.get("callbacks", {})
-        for index, callback in enumerate(self.callbacks):
-            key = f"{index}:{type(callback).__name__}"
-            if key not in saved_callbacks:
-                raise CheckpointError(f"the checkpoint has no state for callback {key}; its callbacks were {sorted(saved_callbacks)}. "
-                                      "Resume with the callbacks the run was started with")
-            callback.load_state_dict(saved_callbacks[key])
-        load_rng_state(state["rng"])
+        """Put back what :meth:`stateful` captured (see :func:`cadence.snapshot.restore`)."""
+        restore(self, state)
 
     def resume(self, checkpoint: str | Path) -> Path:
         """Load a checkpoint (or an experiment folder's newest valid one) into every component."""

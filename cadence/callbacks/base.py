@@ -2,24 +2,32 @@
 
 The whole training loop lives in :meth:`cadence.trainer.Trainer.fit`; this is its map::
 
+    (resume_from: every state restored from a checkpoint first)
     on_fit_start
     for epoch in range(state.epoch, max_epochs):
-        on_epoch_start                  # schedules of any value apply here (lr, dropout, clip, ...)
-        for batch in train_data:        # resuming = skipping the batches already trained
+        on_epoch_start                  # schedules of any value apply here (lr, dropout, clip, ...);
+                                        # also called when a run resumes inside this epoch
+        for batch in plan[state.batch_in_epoch:]:   # resuming = a cursor into the epoch's plan
             on_batch_start(batch)
             output = task.training_step(batch)
             output.loss.backward()
             on_after_backward           # gradient checks; clipping follows right after
             optimizer step, per-step LR schedule, global_step += 1
             on_batch_end(output)        # logging, step-interval work
-            if state.should_stop: break
-        metrics = validate(val_data)    # then the best model is tracked and saved
+            if state.should_stop (or max_steps, a signal, Experiment.stop()): leave fit's loop
+            step-interval checkpoint (checkpoint.every_steps / every_minutes)
+        metrics = validate(val_data)    # then the best model is tracked
         on_validation_end(metrics)      # early stopping, plateau schedules
         per-epoch LR schedule
-        on_epoch_end                    # epoch-interval work; the epoch checkpoint is written after it
+        on_epoch_end                    # epoch-interval work
+        epoch checkpoint (checkpoint.every_epochs, or a new best)
         if state.should_stop: break
-    on_fit_end                          # then: best weights restored, test
+    on_fit_end                          # then: final checkpoint, best weights restored, test
     on_exception(error)                 # instead of the rest, if anything raised
+
+A stop inside an epoch skips that epoch's validation: the epoch is not finished, and a
+resumed run finishes it. A stop by SIGTERM/SIGINT or ``Experiment.stop()`` saves a
+checkpoint and raises :class:`~cadence.errors.TrainingInterrupted` instead of testing.
 
 Stopping is ``trainer.state.should_stop = True``, never an exception. A callback that
 must survive a restart keeps its counters in ``state_dict()`` / ``load_state_dict()``;
