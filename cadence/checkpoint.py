@@ -421,6 +421,9 @@ class Checkpointer:
 
     def latest(self) -> Path | None:
         """The newest checkpoint that verifies; damaged newer ones are skipped with a warning."""
+        for entry in sorted(self.directory.iterdir()) if self.directory.is_dir() else []:
+            if entry.is_dir() and not is_temporary(entry) and not (entry / MANIFEST_FILE).is_file():
+                logger.warning("skipping damaged checkpoint %s: it has no %s (lost, or never completed)", entry, MANIFEST_FILE)
         for path in reversed(self.list()):
             try:
                 verify_checkpoint(path)

@@ -121,3 +121,60 @@ def test_resume_from_a_damaged_newest_checkpoint_continues_from_the_one_before(t
         resumed.fit(train, valid, resume_from=tmp_path)
     # Epoch 2 is trained again from the checkpoint after epoch 1; nothing starts from scratch.
     assert [entry["epoch"] for entry in resumed.state.history] == [1, 2, 3] and resumed.state.global_step == 18
+
+
+class WouldCreateAFile:
+    """Unpickling this creates ``path``: what a malicious checkpoint would carry."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def rewrite_with_valid_hashes(folder: Path, name: str, data: bytes) -> None:
+    """Replace a file and fix the manifest, as an attacker would."""
+    import hashlib
+    import json
+
+    (folder / name).write_bytes(data)
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+
+
+def test_a_checkpoint_carrying_a_pickle_is_refused_and_never_run(tmp_path, loaders):
+    import pickle
+
+    train, valid = loaders
+    with Experiment(tmp_path, tensorboard=False) as experiment:
+        make_trainer(experiment, max_epochs=1).fit(train, valid)
+    folder = tmp_path / "checkpoints" / "step-000000006"
+    marker = tmp_path / "created-by-unpickling"
+    rewrite_with_valid_hashes(folder, TENSORS_FILE, pickle.dumps({"task": WouldCreateAFile(marker)}))
+    with Experiment(tmp_path, tensorboard=False) as experiment:
+        with pytest.raises(CheckpointError, match=str(folder)):
+            make_trainer(experiment, max_epochs=2).fit(train, valid, resume_from=tmp_path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated file", "flipped byte", "missing file", "missing manifest"])
+def test_every_kind_of_damage_falls_back_to_the_previous_checkpoint(tmp_path, loaders, damage, caplog):
+    train, valid = loaders
+    with Experiment(tmp_path, tensorboard=False) as experiment:
+        make_trainer(experiment, CheckpointPolicy(keep_last=2), max_epochs=2).fit(train, valid)
+    newest = tmp_path / "checkpoints" / "step-000000012"
+    tensors = newest / TENSORS_FILE
+    if damage == "truncated file":
+        tensors.write_bytes(tensors.read_bytes()[:-10])
+    elif damage == "flipped byte":
+        data = bytearray(tensors.read_bytes())
+        data[-1] ^= 0x01
+        tensors.write_bytes(bytes(data))
+    elif damage == "missing file":
+        tensors.unlink()
+    else:
+        (newest / MANIFEST_FILE).unlink()
+    assert find_checkpoint(tmp_path).name == "step-000000006"
+    assert "skipping damaged checkpoint" in caplog.text and "step-000000012" in caplog.text
