@@ -32,6 +32,7 @@ bench: $(INSTALLED)
 	$(BIN)/python benchmarks/fsdd_accuracy.py
 	$(BIN)/python benchmarks/padding.py
 	$(BIN)/python benchmarks/loader.py
+	$(BIN)/python benchmarks/resume.py
 
 clean:
 	rm -rf $(VENV) runs

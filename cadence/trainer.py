@@ -158,7 +158,8 @@ class Trainer:
             self.experiment.training = True  # Experiment.stop() now asks for a clean stop
         try:
             with self.stop_requests.watching():
-                while state.epoch < self.max_epochs and not state.should_stop:
+                # max_steps is checked here too: a run resumed from its last step trains no further.
+                while state.epoch < self.max_epochs and not state.should_stop and not self.reached_max_steps():
                     self.call_hook("on_epoch_start")  # also when resuming inside this epoch
                     if callable(getattr(train_data, "set_epoch", None)):
                         train_data.set_epoch(state.epoch)  # the epoch's batch plan (shuffling) follows the state
@@ -228,7 +229,7 @@ class Trainer:
                 self.log({"train/loss": sums["window_loss"].item() / self.log_every, **self.learning_rate_logs()}, "train")
                 sums["window_loss"].zero_()
             self.call_hook("on_batch_end", output)
-            if self.max_steps is not None and state.global_step >= self.max_steps:
+            if self.reached_max_steps():
                 state.should_stop = True
             if self.stop_requests.requested or (self.experiment is not None and self.experiment.stop_requested):
                 state.should_stop = True
@@ -239,6 +240,9 @@ class Trainer:
             ):
                 self.save_checkpoint()
         return True
+
+    def reached_max_steps(self) -> bool:
+        return self.max_steps is not None and self.state.global_step >= self.max_steps
 
     def remaining_batches(self, train_data: Iterable) -> Iterable:
         """The epoch's batches not trained yet. A loader with ``load_state_dict`` (cadence's
