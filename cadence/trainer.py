@@ -35,6 +35,7 @@ from torch import nn
 from cadence.callbacks.base import Callback
 from cadence.checkpoint import Checkpointer, load_checkpoint
 from cadence.checkpointing import CheckpointPolicy, StopRequests, TrainingInterrupted, checkpoints_to_delete, find_checkpoint, listing
+from cadence.config import config_hash
 from cadence.device import move_to_device, resolve_device
 from cadence.errors import ConfigError
 from cadence.experiment import Experiment
@@ -416,6 +417,7 @@ class Trainer:
             "epoch": self.state.epoch, "global_step": self.state.global_step, "batch_in_epoch": self.state.batch_in_epoch,
             "monitor": self.monitor, "mode": self.mode, "monitor_value": monitor_value, "best_value": self.state.best_value,
             "metrics_lines": self.experiment.metrics_lines if self.experiment is not None else None,
+            "config_sha256": config_hash(self.config) if self.config is not None else None,
         }
         path = self.checkpointer.save(name, self.stateful(), metadata)
         self._last_save = (time.monotonic(), self._position())

@@ -36,6 +36,13 @@ def test_retention_keeps_the_newest_and_the_best_and_never_the_rest():
     assert checkpoints_to_delete(entries, policy, "max", protected={"b"}) == ["d"]
 
 
+def test_time_and_step_triggers():
+    by_time = CheckpointPolicy(every_epochs=None, every_minutes=1.0)
+    assert by_time.is_due_after_step(7, seconds_since_save=61.0) and not by_time.is_due_after_step(7, seconds_since_save=30.0)
+    assert not by_time.is_due_after_epoch(1)
+    assert CheckpointPolicy(every_steps=5).is_due_after_step(10, 0.0) and not CheckpointPolicy(every_steps=5).is_due_after_step(11, 0.0)
+
+
 def test_policy_rejects_nonsense():
     with pytest.raises(ValueError, match="every_steps must be positive"):
         CheckpointPolicy(every_steps=0)
