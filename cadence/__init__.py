@@ -11,7 +11,7 @@ from cadence.rng import seed_everything
 from cadence.state import TrainState
 from cadence.tasks import ClassificationTask, StepOutput, Task
 from cadence.trainer import Trainer
-from cadence.serialization import load  # noqa: E402  (after Trainer: it rebuilds through cadence.build)
+from cadence.serialization import load
 
 __version__ = "0.1.0"
 

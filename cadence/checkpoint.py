@@ -41,6 +41,9 @@ FORMAT, VERSION = "cadence-checkpoint", 1
 TENSORS_FILE, STATE_FILE, MANIFEST_FILE = "tensors.safetensors", "state.json", "manifest.json"
 DATA_FILES = (TENSORS_FILE, STATE_FILE)
 TEMPORARY_PREFIX, TRASH_PREFIX = ".tmp-", ".trash-"
+# A deleted checkpoint on its way out: removed by clean_temporary, never restored (unlike trash).
+DELETED_PREFIX = ".deleted-"
+ABANDONED_FOLDER = ".abandoned"
 
 logger = logging.getLogger("cadence")
 
@@ -225,7 +228,7 @@ def _fsync_directory(path: Path) -> None:
 
 def is_temporary(path: str | Path) -> bool:
     """True for the ``.tmp-`` and ``.trash-`` folders that a running (or killed) save leaves."""
-    return Path(path).name.startswith((TEMPORARY_PREFIX, TRASH_PREFIX))
+    return Path(path).name.startswith((TEMPORARY_PREFIX, TRASH_PREFIX, DELETED_PREFIX))
 
 
 def save_checkpoint(folder: str | Path, state: Mapping[str, Any], metadata: Mapping[str, Any] | None = None) -> Path:
@@ -422,7 +425,7 @@ class Checkpointer:
     def latest(self) -> Path | None:
         """The newest checkpoint that verifies; damaged newer ones are skipped with a warning."""
         for entry in sorted(self.directory.iterdir()) if self.directory.is_dir() else []:
-            if entry.is_dir() and not is_temporary(entry) and not (entry / MANIFEST_FILE).is_file():
+            if entry.is_dir() and not entry.name.startswith(".") and not (entry / MANIFEST_FILE).is_file():
                 logger.warning("skipping damaged checkpoint %s: it has no %s (lost, or never completed)", entry, MANIFEST_FILE)
         for path in reversed(self.list()):
             try:
@@ -437,12 +440,30 @@ class Checkpointer:
         path = self._path_of(name)
         if not path.is_dir():
             raise CheckpointError(f"cannot delete checkpoint {path}: no such folder; see Checkpointer.list()")
-        trash = self.directory / f"{TRASH_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
+        trash = self.directory / f"{DELETED_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
         try:
             os.rename(path, trash)
             shutil.rmtree(trash)
         except OSError as error:
             raise CheckpointError(f"cannot delete checkpoint {path}: {error}; check permissions") from error
+
+    def set_aside_newer_than(self, checkpoint: Path) -> list[Path]:
+        """Move checkpoints saved after ``checkpoint`` (by ``global_step``) into ``.abandoned/``.
+
+        Resuming from an older checkpoint starts a new timeline; the newer ones would otherwise
+        count as the newest for retention and for the next resume. Nothing is deleted.
+        """
+        listed = self.list()
+        if checkpoint not in listed:
+            return []
+        moved = []
+        for path in listed[listed.index(checkpoint) + 1 :]:
+            target = self.directory / ABANDONED_FOLDER / f"{path.name}-{uuid.uuid4().hex[:8]}"
+            target.parent.mkdir(exist_ok=True)
+            os.rename(path, target)
+            moved.append(target)
+            logger.warning("set aside %s (newer than %s, the checkpoint resumed from) as %s", path.name, checkpoint.name, target)
+        return moved
 
     def clean_temporary(self) -> list[Path]:
         """Remove the ``.tmp-`` / ``.trash-`` folders of killed saves; returns what was removed.

@@ -127,6 +127,9 @@ class StopRequests:
     def requested(self) -> bool:
         return self.signal_number is not None
 
+    def reset(self) -> None:
+        self.signal_number = None
+
     def _handle(self, signal_number: int, frame) -> None:
         if self.requested and signal_number == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now, without the checkpoint

@@ -54,6 +54,7 @@ class Experiment:
         self.logger = get_logger()
         self._log_handler = add_file_logging(self.directory / "train.log")
         self._metrics_path = self.directory / "metrics.jsonl"
+        _drop_partial_last_line(self._metrics_path)  # a line cut by a crash would merge with the next
         self._metrics_file = open(self._metrics_path, "a", encoding="utf-8")
         # Lines in metrics.jsonl; a checkpoint records it, so a resumed run can drop later lines.
         self.metrics_lines = _count_lines(self._metrics_path)
@@ -131,6 +132,14 @@ class Experiment:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def _drop_partial_last_line(path: Path) -> None:
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if not data.endswith(b"\n"):
+        write_bytes_atomic(path, data[: data.rfind(b"\n") + 1])
 
 
 def _count_lines(path: Path) -> int:

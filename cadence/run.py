@@ -12,9 +12,10 @@ from typing import Any
 import torch
 
 from cadence.build import Built, build, import_user_modules, resolve
+from cadence.checkpoint import Checkpointer, load_checkpoint
 from cadence.checkpointing import find_checkpoint
 from cadence.config import RecipeConfig, apply_overrides, config_hash, load_recipe, load_yaml, to_yaml, validate_recipe
-from cadence.errors import CadenceError, ConfigError
+from cadence.errors import CadenceError, CheckpointError, ConfigError
 from cadence.experiment import Experiment, unique_directory
 from cadence.logs import setup_console_logging
 from cadence.provenance import collect_provenance, snapshot_code
@@ -74,7 +75,7 @@ def train_recipe(recipe: str | Path, overrides: list[str] = (), exp_dir: str | P
 # Settings that change how a run is watched or how long it goes, never what it computes:
 # changing them at resume keeps the result exact.
 RESUME_SAFE_KEYS = (
-    "trainer.max_epochs", "trainer.max_steps", "trainer.progress_bar", "trainer.log_every", "trainer.num_threads",
+    "trainer.max_epochs", "trainer.max_steps", "trainer.progress_bar", "trainer.log_every",
     "data.num_workers", "experiment.tensorboard", "checkpoint.",
 )
 
@@ -94,13 +95,18 @@ def resume_experiment(
 ) -> dict[str, Any]:
     """``cadence resume``: continue a run in its own folder from its newest valid checkpoint.
 
-    Overrides are compared with the saved config: changes outside :data:`RESUME_SAFE_KEYS`
-    would make the result differ from an uninterrupted run, so they are refused unless
-    ``allow_config_change``; every resume and its changes are recorded in provenance.json.
+    Overrides are compared with the config of the checkpoint resumed from: changes outside
+    :data:`RESUME_SAFE_KEYS` would make the result differ from an uninterrupted run, so they
+    are refused unless ``allow_config_change``; every resume and its changes are recorded in
+    provenance.json.
     """
     directory = Path(directory)
-    saved = load_yaml(directory / "config.yaml")  # the safe loader: a Python tag is refused
+    load_yaml(directory / "config.yaml")  # the folder's own record must be sound (safe loader: no Python tags)
+    Checkpointer(directory / "checkpoints").clean_temporary()  # may restore one set aside by a killed save
     start = find_checkpoint(checkpoint or directory)  # fail before anything is built
+    saved = load_checkpoint(start)[0].get("config")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{start}: the checkpoint holds no config; resume it from Python with Trainer.fit(resume_from=...)")
     changes = config_diff(saved, apply_overrides(saved, list(overrides)))
     unsafe = [change for change in changes if not change[0].startswith(RESUME_SAFE_KEYS)]
     described = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changes)
@@ -119,9 +125,9 @@ def resume_experiment(
         built = build(config, experiment)
         logger.info("resuming experiment %s from %s%s", directory, start, f" with changes: {described}" if changes else "")
         digest = config_hash(built.resolved)
-        if changes:
-            experiment.write_text("config.yaml", to_yaml(built.resolved))
-            experiment.write_text("config.sha256", digest + "\n")
+        # The config this run continues with (that of its checkpoint, plus any changes).
+        experiment.write_text("config.yaml", to_yaml(built.resolved))
+        experiment.write_text("config.sha256", digest + "\n")
         record_resume(experiment, start, list(overrides), changes, unsafe)
         return fit_and_record(built, experiment, digest, resume_from=start)
     finally:

@@ -8,7 +8,8 @@ Held: the task's weights (and feature buffers such as global normalization stati
 the optimizer (step counts included), the LR schedule, :class:`~cadence.state.TrainState`
 (epoch, step, position in the epoch, best value, history), the running epoch's loss sums,
 the training data's position (``(epoch, cursor)`` of an AudioDataLoader), training metrics
-in flight, each callback's state, every random generator, and the resolved config.
+in flight, each callback's state, every random generator (and the torch one as the epoch
+began), and the resolved config.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def capture(trainer: Trainer) -> dict[str, Any]:
         "train_metrics": [metric.state_dict() for metric in trainer.train_metrics],
         "callbacks": {callback_key(index, callback): callback.state_dict() for index, callback in enumerate(trainer.callbacks)},
         "rng": rng_state(),
+        # The torch RNG as the epoch began: a plain DataLoader resumed mid-epoch replays its shuffle.
+        "epoch_start_rng": trainer.epoch_start_rng,
         "config": trainer.config,
     }
 
@@ -71,4 +74,5 @@ def restore(trainer: Trainer, state: dict[str, Any]) -> None:
                 "Resume with the callbacks the run was started with"
             )
         callback.load_state_dict(saved[key])
+    trainer.epoch_start_rng = state.get("epoch_start_rng")
     load_rng_state(state["rng"])

@@ -122,11 +122,15 @@ class Trainer:
         self.train_data: Iterable | None = None
         self.data: Any = None  # a DataBundle, when rebuilt by from_checkpoint
         self.pending_resume: Path | None = None  # set by from_checkpoint; used by the next fit
+        self.resumed_from: Path | None = None
         self.stop_requests = StopRequests()
         # The running epoch's sums, on the device (no sync per step); saved in checkpoints so a
         # resumed epoch reports the same mean loss.
         self.epoch_sums = {"loss": torch.zeros(()), "window_loss": torch.zeros(()), "batches": torch.zeros((), dtype=torch.int64)}
         self._improved_this_epoch = False
+        self._save_at_epoch_end = False  # a step checkpoint fell due on the epoch's last batch
+        self.last_monitored: float | None = None  # the monitored value of this epoch's validation
+        self.epoch_start_rng: torch.Tensor | None = None  # replayed to resume a plain DataLoader mid-epoch
         self._last_save = (time.monotonic(), None)  # (when, the (epoch, step, batch) position saved)
 
     # ------------------------------------------------------------------ the loop
@@ -150,6 +154,9 @@ class Trainer:
         self.train_data = train_data
         self.task.to(self.device)
         self.epoch_sums = {name: value.to(self.device) for name, value in self.epoch_sums.items()}
+        self.stop_requests.reset()
+        if self.experiment is not None:
+            self.experiment.stop_requested = False
         if self.checkpointer is not None:
             self.checkpointer.clean_temporary()  # folders of a save killed half-way
         if resume_from is not None:
@@ -159,8 +166,7 @@ class Trainer:
             self.experiment.training = True  # Experiment.stop() now asks for a clean stop
         try:
             with self.stop_requests.watching():
-                # max_steps is checked here too: a run resumed from its last step trains no further.
-                while state.epoch < self.max_epochs and not state.should_stop and not self.reached_max_steps():
+                while self.should_continue():
                     self.call_hook("on_epoch_start")  # also when resuming inside this epoch
                     if callable(getattr(train_data, "set_epoch", None)):
                         train_data.set_epoch(state.epoch)  # the epoch's batch plan (shuffling) follows the state
@@ -171,11 +177,10 @@ class Trainer:
                     train_loss = self.epoch_sums["loss"].item() / max(int(self.epoch_sums["batches"]), 1)
                     epoch_logs = {"train/loss": train_loss, "train/epoch_time_s": time.perf_counter() - epoch_started}
                     self._improved_this_epoch = False
-                    monitored = None
                     if val_data is not None:
                         metrics = self.validate(val_data)
                         self.track_best(metrics)
-                        monitored = self.metric_value(metrics, self.monitor)
+                        self.last_monitored = self.metric_value(metrics, self.monitor)
                         self.call_hook("on_validation_end", metrics)
                         epoch_logs.update(metrics)
                         self.maybe_step_scheduler_on_validation(metrics)
@@ -185,8 +190,9 @@ class Trainer:
                     state.epoch += 1
                     state.batch_in_epoch = 0
                     self.call_hook("on_epoch_end")
-                    if self.checkpoint_policy.is_due_after_epoch(state.epoch) or self._improved_this_epoch:
-                        self.save_checkpoint(monitor_value=monitored)
+                    if self.checkpoint_policy.is_due_after_epoch(state.epoch) or self._improved_this_epoch or self._save_at_epoch_end:
+                        self.save_checkpoint(monitor_value=self.last_monitored)
+                final = self.maybe_save_final_checkpoint()
                 self.call_hook("on_fit_end")
         except BaseException as error:
             self.call_hook("on_exception", error)
@@ -194,20 +200,36 @@ class Trainer:
         finally:
             if self.experiment is not None:
                 self.experiment.training = False
-        final = self.maybe_save_final_checkpoint()
         self.maybe_raise_interrupted(final)
         self.maybe_restore_best()
         test_metrics = self.test(test_data) if test_data is not None else {}
         return self.results(test_metrics, wall_time=time.perf_counter() - started)
 
+    def should_continue(self) -> bool:
+        """Another epoch? Not past max_epochs or max_steps, not stopped by a callback or a request."""
+        state = self.state
+        return state.epoch < self.max_epochs and not state.should_stop and not self.reached_max_steps() and not self.stop_requested()
+
+    def reached_max_steps(self) -> bool:
+        return self.max_steps is not None and self.state.global_step >= self.max_steps
+
+    def stop_requested(self) -> bool:
+        """A signal or ``Experiment.stop()`` asked for a clean stop (unlike ``should_stop``, not saved)."""
+        return self.stop_requests.requested or (self.experiment is not None and self.experiment.stop_requested)
+
     def train_epoch(self, train_data: Iterable) -> bool:
-        """Train on the epoch's batches from ``state.batch_in_epoch`` on; False if stopped inside it."""
+        """Train on the epoch's batches from ``state.batch_in_epoch`` on; False if stopped inside it.
+
+        A stop that comes on the epoch's last batch lets the epoch finish (validation, epoch-end
+        checkpoint), exactly as a run that goes on would.
+        """
         state = self.state
         self.task.train()
         sums = self.epoch_sums
         if state.batch_in_epoch == 0:
             for value in sums.values():
                 value.zero_()
+            self.last_monitored = None
         batches = self.remaining_batches(train_data)
         description = f"epoch {state.epoch + 1}/{self.max_epochs}"
         for batch in progress(batches, self.progress_bar, description, total=_length(train_data)):
@@ -230,33 +252,50 @@ class Trainer:
                 self.log({"train/loss": sums["window_loss"].item() / self.log_every, **self.learning_rate_logs()}, "train")
                 sums["window_loss"].zero_()
             self.call_hook("on_batch_end", output)
-            if self.reached_max_steps():
-                state.should_stop = True
-            if self.stop_requests.requested or (self.experiment is not None and self.experiment.stop_requested):
-                state.should_stop = True
-            if state.should_stop:
+            last_batch = self.is_last_batch(train_data)
+            if (state.should_stop or self.reached_max_steps() or self.stop_requested()) and not last_batch:
                 return False
             if self.checkpointer is not None and self.checkpoint_policy.is_due_after_step(
                 state.global_step, time.monotonic() - self._last_save[0]
             ):
-                self.save_checkpoint()
+                # On the last batch the epoch-end save (after validation) takes its place.
+                self._save_at_epoch_end = last_batch
+                if not last_batch:
+                    self.save_checkpoint()
         return True
 
-    def reached_max_steps(self) -> bool:
-        return self.max_steps is not None and self.state.global_step >= self.max_steps
+    def is_last_batch(self, train_data: Iterable) -> bool:
+        """Whether the batch just trained was the epoch's last (False when that cannot be known)."""
+        batches_left = getattr(train_data, "batches_left", None)
+        if callable(batches_left):
+            return batches_left() == 0
+        length = _length(train_data)
+        return length is not None and self.state.batch_in_epoch >= length
 
     def remaining_batches(self, train_data: Iterable) -> Iterable:
-        """The epoch's batches not trained yet. A loader with ``load_state_dict`` (cadence's
-        AudioDataLoader) was already moved to its cursor by :meth:`resume`; any other iterable
-        is advanced past ``state.batch_in_epoch`` batches (which loads them: slower, and exact
-        only if its order is a function of the epoch)."""
+        """An iterator over the epoch's batches not trained yet.
+
+        A loader with ``load_state_dict`` (cadence's AudioDataLoader) was moved to its cursor
+        by :meth:`resume`. Any other iterable is replayed from the start of the epoch with the
+        random state the epoch began with (a DataLoader draws its shuffling and worker seeds
+        from it), and the batches already trained are loaded and dropped: exact, but slower.
+        """
         skip = self.state.batch_in_epoch
-        if skip == 0 or callable(getattr(train_data, "load_state_dict", None)):
-            return train_data
-        self.logger.warning("resuming inside an epoch of a plain iterable: loading and skipping %d batches", skip)
+        if skip == 0:
+            self.epoch_start_rng = torch.get_rng_state()
+            return iter(train_data)
+        if callable(getattr(train_data, "load_state_dict", None)):
+            return iter(train_data)
+        self.logger.warning("resuming inside an epoch of a plain iterable: loading and dropping %d batches", skip)
+        resumed_rng = torch.get_rng_state()
+        if self.epoch_start_rng is not None:
+            # A DataLoader draws from the global RNG when its iterator is made and at its first
+            # batch (the shuffle); the batches already trained are drawn under the same state.
+            torch.set_rng_state(self.epoch_start_rng)
         iterator = iter(train_data)
         for _ in range(skip):
             next(iterator, None)
+        torch.set_rng_state(resumed_rng)
         return iterator
 
     # ------------------------------------------------------------------ overridable steps
@@ -359,11 +398,19 @@ class Trainer:
     def maybe_restore_best(self) -> None:
         if not self.restore_best or self.state.best_epoch is None:
             return
-        if self.checkpointer is not None and self.state.best_checkpoint is not None:
-            state, _ = load_checkpoint(self.checkpointer.directory / self.state.best_checkpoint)
+        folder = self.checkpointer.directory if self.checkpointer is not None else None
+        if folder is None and self.resumed_from is not None:
+            folder = self.resumed_from.parent  # resumed without an experiment: the run's own checkpoints
+        if folder is not None and self.state.best_checkpoint is not None:
+            if not (folder / self.state.best_checkpoint).is_dir():
+                self.logger.warning("the best checkpoint %s is gone; keeping the last weights", folder / self.state.best_checkpoint)
+                return
+            state, _ = load_checkpoint(folder / self.state.best_checkpoint)
             self.task.load_state_dict(state["task"])
         elif self._best_weights is not None:
             self.task.load_state_dict(self._best_weights)
+        else:
+            return
         self.logger.info("restored the best model: epoch %d, %s = %.6g", self.state.best_epoch, self.monitor, self.state.best_value)
 
     def maybe_step_scheduler_on_validation(self, metrics: dict[str, float]) -> None:
@@ -394,13 +441,22 @@ class Trainer:
         restore(self, state)
 
     def resume(self, checkpoint: str | Path) -> Path:
-        """Load a checkpoint (or an experiment folder's newest valid one) into every component."""
+        """Load a checkpoint (or an experiment folder's newest valid one) into every component.
+
+        Called by ``fit(..., resume_from=...)``, once the training data is known (its position
+        is part of the state). ``state.should_stop`` is kept: a run a callback stopped stays
+        stopped. Checkpoints newer than the one resumed from belong to an abandoned run and
+        are set aside in ``checkpoints/.abandoned/``.
+        """
+        if self.train_data is None:
+            raise ValueError("resume through fit(train_data, ..., resume_from=...): the loader's position is restored too")
         path = find_checkpoint(checkpoint)
         state, metadata = load_checkpoint(path)
         self.load_stateful(state)
-        # A stop (max_steps, a signal, a callback) ended the run that saved this; this run decides anew.
-        self.state.should_stop = False
-        if self.experiment is not None:
+        self.resumed_from = path
+        if self.checkpointer is not None and path.parent.resolve() == self.checkpointer.directory.resolve():
+            self.checkpointer.set_aside_newer_than(path)
+        if self.experiment is not None and path.resolve().is_relative_to(self.experiment.directory):
             # Lines and curves written after this checkpoint belong to the run that died.
             self.experiment.rewind(metadata.get("metrics_lines"), self.state.global_step)
         self._last_save = (time.monotonic(), self._position())
@@ -421,6 +477,7 @@ class Trainer:
         }
         path = self.checkpointer.save(name, self.stateful(), metadata)
         self._last_save = (time.monotonic(), self._position())
+        self._save_at_epoch_end = False
         protected = {name} | ({self.state.best_checkpoint} if self.state.best_checkpoint else set())
         for stale in checkpoints_to_delete(listing(self.checkpointer), self.checkpoint_policy, self.mode, protected):
             self.checkpointer.delete(stale)
@@ -432,13 +489,12 @@ class Trainer:
             return None
         if self._last_save[1] == self._position():
             return self.checkpointer.directory / self.checkpoint_name()
-        return self.save_checkpoint()
+        return self.save_checkpoint(monitor_value=self.last_monitored if self.state.batch_in_epoch == 0 else None)
 
     def maybe_raise_interrupted(self, checkpoint: Path | None) -> None:
         """After a stop request (a signal, ``Experiment.stop()``): say where to resume, skip the test."""
         signal_number = self.stop_requests.signal_number
-        by_experiment = self.experiment is not None and self.experiment.stop_requested
-        if signal_number is None and not by_experiment:
+        if not self.stop_requested():
             return
         cause = signal.Signals(signal_number).name if signal_number is not None else "Experiment.stop()"
         where = f"; checkpoint {checkpoint}; continue with `cadence resume {self.experiment.directory}`" if checkpoint else ""

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from cadence.checkpoint import load_checkpoint
+from cadence.errors import ConfigError
 from cadence.run import resume_experiment, train_recipe
 
 __all__ = ["differences", "verify_resume"]
@@ -47,7 +48,7 @@ def verify_resume(recipe: str | Path, overrides: list[str] = (), steps: int = 20
     """Run the comparison in a temporary folder; returns a JSON-able report."""
     interrupt_at = interrupt_at or max(1, steps // 2 + 1)  # an odd place: rarely an epoch boundary
     if not 0 < interrupt_at < steps:
-        raise ValueError(f"interrupt_at must be in 1..{steps - 1}, got {interrupt_at}")
+        raise ConfigError(f"--interrupt-at must be between 1 and --steps - 1 = {steps - 1}, got {interrupt_at}")
     quiet = ["trainer.progress_bar=false"]
     with tempfile.TemporaryDirectory(prefix="cadence-verify-") as root:
         straight = train_recipe(recipe, [*overrides, *quiet, f"trainer.max_steps={steps}"], exp_dir=Path(root) / "straight")

@@ -185,3 +185,87 @@ def test_every_kind_of_damage_falls_back_to_the_previous_checkpoint(tmp_path, lo
         (newest / MANIFEST_FILE).unlink()
     assert find_checkpoint(tmp_path).name == "step-000000006"
     assert "skipping damaged checkpoint" in caplog.text and "step-000000012" in caplog.text
+
+
+class StopAtEpochEnd(Callback):
+    def on_epoch_end(self, trainer):
+        if trainer.state.epoch == 2:
+            trainer.state.should_stop = True
+
+
+def test_a_run_stopped_by_a_callback_stays_stopped_when_resumed(tmp_path, loaders):
+    train, valid = loaders
+    with Experiment(tmp_path, tensorboard=False) as experiment:
+        make_trainer(experiment, callbacks=[StopAtEpochEnd()], max_epochs=6).fit(train, valid)
+    with Experiment(tmp_path, tensorboard=False) as experiment:
+        again = make_trainer(experiment, callbacks=[StopAtEpochEnd()], max_epochs=6)
+        again.fit(train, valid, resume_from=tmp_path)
+    assert again.state.global_step == 12 and again.state.epoch == 2
+
+
+def test_max_steps_on_an_epochs_last_batch_still_validates_that_epoch(loaders):
+    train, valid = loaders  # 6 batches an epoch
+    trainer = make_trainer(None, max_epochs=3, max_steps=12)
+    trainer.fit(train, valid)
+    assert [entry["epoch"] for entry in trainer.state.history] == [1, 2] and trainer.state.epoch == 2
+
+
+def test_a_plain_shuffled_dataloader_resumes_mid_epoch_exactly(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from tests.conftest import separable_data
+
+    def run(directory, max_steps, resume):
+        torch.manual_seed(0)
+        loader = DataLoader(separable_data(), batch_size=16, shuffle=True)  # shuffled by the global RNG
+        with Experiment(directory, tensorboard=False) as experiment:
+            trainer = make_trainer(experiment, max_epochs=3, max_steps=max_steps)
+            trainer.fit(loader, resume_from=directory if resume else None)
+        return trainer.task.state_dict()
+
+    straight = run(tmp_path / "straight", 15, resume=False)
+    run(tmp_path / "cut", 8, resume=False)
+    resumed = run(tmp_path / "cut", 15, resume=True)
+    for key, value in straight.items():
+        assert torch.equal(value, resumed[key]), key
+
+
+def test_a_stop_request_is_for_one_fit_only(tmp_path, loaders):
+    train, valid = loaders
+    with Experiment(tmp_path, tensorboard=False) as experiment:
+        trainer = make_trainer(experiment, callbacks=[SignalAt(4, signal.SIGTERM)], max_epochs=2)
+        with pytest.raises(TrainingInterrupted):
+            trainer.fit(train, valid)
+        trainer.callbacks = []
+        trainer.fit(train, valid, resume_from=tmp_path)  # a second fit is not stopped by the old request
+    assert trainer.state.epoch == 2 and trainer.state.global_step == 12
+
+
+class SignalDuringValidation(Callback):
+    def on_validation_end(self, trainer, metrics):
+        if trainer.state.epoch == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_epoch_start(self, trainer):
+        self.epochs_started = getattr(self, "epochs_started", 0) + 1
+
+
+def test_a_signal_during_validation_stops_at_the_epoch_boundary(tmp_path, loaders):
+    train, valid = loaders
+    callback = SignalDuringValidation()
+    with Experiment(tmp_path, tensorboard=False) as experiment:
+        with pytest.raises(TrainingInterrupted, match="at step 6"):
+            make_trainer(experiment, callbacks=[callback], max_epochs=3).fit(train, valid)
+    assert callback.epochs_started == 1 and names(tmp_path) == ["step-000000006"]
+
+
+def test_resuming_from_an_older_checkpoint_sets_the_newer_ones_aside(tmp_path, loaders):
+    train, valid = loaders
+    with Experiment(tmp_path, tensorboard=False) as experiment:
+        make_trainer(experiment, CheckpointPolicy(keep_last=3, keep_best=0), max_epochs=3, restore_best=False).fit(train, valid)
+    with Experiment(tmp_path, tensorboard=False) as experiment:
+        trainer = make_trainer(experiment, CheckpointPolicy(keep_last=3, keep_best=0), max_epochs=2, restore_best=False)
+        trainer.fit(train, valid, resume_from=tmp_path / "checkpoints" / "step-000000006")
+    assert names(tmp_path) == [".abandoned", "step-000000006", "step-000000012"]
+    assert sorted(path.name.rsplit("-", 1)[0] for path in (tmp_path / "checkpoints" / ".abandoned").iterdir()) == [
+        "step-000000012", "step-000000018"]

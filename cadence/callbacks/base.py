@@ -6,7 +6,8 @@ The whole training loop lives in :meth:`cadence.trainer.Trainer.fit`; this is it
     on_fit_start
     for epoch in range(state.epoch, max_epochs):
         on_epoch_start                  # schedules of any value apply here (lr, dropout, clip, ...);
-                                        # also called when a run resumes inside this epoch
+                                        # called again when a run resumes inside this epoch, so it
+                                        # must not draw random numbers or count its calls
         for batch in plan[state.batch_in_epoch:]:   # resuming = a cursor into the epoch's plan
             on_batch_start(batch)
             output = task.training_step(batch)
@@ -14,15 +15,18 @@ The whole training loop lives in :meth:`cadence.trainer.Trainer.fit`; this is it
             on_after_backward           # gradient checks; clipping follows right after
             optimizer step, per-step LR schedule, global_step += 1
             on_batch_end(output)        # logging, step-interval work
-            if state.should_stop (or max_steps, a signal, Experiment.stop()): leave fit's loop
-            step-interval checkpoint (checkpoint.every_steps / every_minutes)
+            if state.should_stop (or max_steps, a signal, Experiment.stop()) and this is not
+                the epoch's last batch: leave fit's loop
+            step-interval checkpoint (checkpoint.every_steps / every_minutes; on the epoch's
+                last batch it waits for the epoch checkpoint below)
         metrics = validate(val_data)    # then the best model is tracked
         on_validation_end(metrics)      # early stopping, plateau schedules
         per-epoch LR schedule
         on_epoch_end                    # epoch-interval work
         epoch checkpoint (checkpoint.every_epochs, or a new best)
-        if state.should_stop: break
-    on_fit_end                          # then: final checkpoint, best weights restored, test
+        if state.should_stop (or max_steps, a signal, Experiment.stop()): break
+    final checkpoint
+    on_fit_end                          # then: best weights restored, test
     on_exception(error)                 # instead of the rest, if anything raised
 
 A stop inside an epoch skips that epoch's validation: the epoch is not finished, and a

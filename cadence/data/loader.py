@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -35,6 +36,11 @@ from cadence.errors import DataError
 __all__ = ["AudioDataLoader", "Quarantine"]
 
 logger = logging.getLogger("cadence")
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class Quarantine:
@@ -125,6 +131,9 @@ class AudioDataLoader:
             # Its own generator: creating an iterator (each epoch, and on resume) would otherwise
             # draw from the global torch RNG and shift every random number after it.
             generator=torch.Generator().manual_seed(batch_sampler.seed),
+            # Workers leave SIGTERM/SIGINT to the main process, which saves a checkpoint and
+            # stops cleanly; a signal sent to the whole process group must not kill them first.
+            worker_init_fn=ignore_stop_signals,
         )
 
     def set_epoch(self, epoch: int) -> None:
@@ -133,6 +142,10 @@ class AudioDataLoader:
 
     def __len__(self) -> int:
         """Batches left in this epoch (all of them, unless resumed mid-epoch)."""
+        return self.batches_left()
+
+    def batches_left(self) -> int:
+        """Batches of this epoch's plan not consumed yet (0 right after its last one)."""
         return len(self.batch_sampler.plan(self.epoch)) - self.cursor
 
     def _describe(self, plan) -> None:

@@ -236,3 +236,20 @@ def test_global_statistics_pass_over_unusable_files(fsdd_entries, bad_audio_file
     compute_statistics(pipeline, loader.statistics_pass(), "cpu")
     frames = sum(int(LogMel().frame_lengths(torch.tensor([round(entry.duration * 8000)]))) for entry in fsdd_entries[:5])
     assert int(pipeline.stages[1].frames) == frames
+
+
+def test_loader_workers_leave_stop_signals_to_the_main_process(fsdd_entries) -> None:
+    import os
+    import signal
+    import time
+
+    loader = loader_for(fsdd_entries[:40], workers=2)
+    iterator = iter(loader)
+    first = next(iterator)
+    workers = loader.loader._iterator._workers  # persistent workers, as in training
+    for worker in workers:
+        os.kill(worker.pid, signal.SIGTERM)  # what `kill -TERM -PGID` (or SLURM's scancel) sends them
+    time.sleep(0.2)
+    rest = list(iterator)  # no "DataLoader worker exited unexpectedly"
+    assert all(worker.is_alive() for worker in workers)
+    assert len(first) + sum(len(batch) for batch in rest) == 40

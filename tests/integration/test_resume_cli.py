@@ -89,3 +89,12 @@ def test_trainer_from_checkpoint_continues_training(stopped_run):
 def test_config_diff_names_every_changed_leaf():
     saved = {"a": {"b": 1, "c": [1, 2]}, "d": "x"}
     assert config_diff(saved, {"a": {"b": 2, "c": [1, 3]}, "d": "x", "e": 5}) == [("a.b", 1, 2), ("a.c.1", 2, 3), ("e", None, 5)]
+
+
+def test_resume_compares_with_the_checkpoints_own_config(stopped_run, capsys):
+    assert main(["resume", str(stopped_run), "trainer.max_steps=6", "optimizer.lr=0.01", "checkpoint.keep_last=5",
+                 "--allow-config-change"]) == 0
+    earlier = stopped_run / "checkpoints" / "step-000000004"
+    # config.yaml now says lr 0.01; resuming the step-4 checkpoint (lr 0.003) with lr 0.01 is a change.
+    assert main(["resume", str(stopped_run), "optimizer.lr=0.01", "--from", str(earlier)]) == 2
+    assert "optimizer.lr: 0.003 -> 0.01" in capsys.readouterr().err
