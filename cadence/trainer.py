@@ -27,7 +27,7 @@ import math
 import signal
 import time
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Iterable, Iterator, Literal, Sequence
 
 import torch
 from torch import nn
@@ -232,7 +232,7 @@ class Trainer:
             self.last_monitored = None
         batches = self.remaining_batches(train_data)
         description = f"epoch {state.epoch + 1}/{self.max_epochs}"
-        for batch in progress(batches, self.progress_bar, description, total=_length(train_data)):
+        for batch in self.until_stopped(progress(batches, self.progress_bar, description, total=_length(train_data))):
             batch = move_to_device(batch, self.device)
             self.call_hook("on_batch_start", batch)
             output = self.training_step(batch)
@@ -262,7 +262,25 @@ class Trainer:
                 self._save_at_epoch_end = last_batch
                 if not last_batch:
                     self.save_checkpoint()
-        return True
+        # The loop also ends when loading failed after a stop request (see until_stopped).
+        return not (self.stop_requested() and not self.is_last_batch(train_data))
+
+    def until_stopped(self, batches: Iterable) -> Iterator:
+        """``batches``, ending quietly when loading fails after a stop request: a SIGTERM sent to
+        the whole process group (as SLURM's scancel does) also ends the DataLoader's workers.
+        The batch that failed was not trained, so the checkpoint saved next is exact."""
+        iterator = iter(batches)
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except RuntimeError as error:
+                if not self.stop_requested():
+                    raise
+                self.logger.warning("loading stopped after the stop request (%s); stopping at step %d", error, self.state.global_step)
+                return
+            yield batch
 
     def is_last_batch(self, train_data: Iterable) -> bool:
         """Whether the batch just trained was the epoch's last (False when that cannot be known)."""

@@ -269,3 +269,45 @@ def test_resuming_from_an_older_checkpoint_sets_the_newer_ones_aside(tmp_path, l
     assert names(tmp_path) == [".abandoned", "step-000000006", "step-000000012"]
     assert sorted(path.name.rsplit("-", 1)[0] for path in (tmp_path / "checkpoints" / ".abandoned").iterdir()) == [
         "step-000000012", "step-000000018"]
+
+
+class WorkersStoppedBySignal:
+    """Batches, until a SIGTERM sent to the whole process group arrives while the next batch
+    is loading: the main process gets the signal, and the DataLoader raises because the same
+    signal killed its workers."""
+
+    def __init__(self, batches, signal_at: int):
+        self.batches, self.signal_at = batches, signal_at
+
+    def __iter__(self):
+        for index, batch in enumerate(self.batches):
+            if index == self.signal_at:
+                os.kill(os.getpid(), signal.SIGTERM)
+                raise RuntimeError("DataLoader worker (pid 12345) is killed by signal: Terminated.")
+            yield batch
+
+    def __len__(self):
+        return len(self.batches)
+
+
+def test_a_sigterm_that_also_killed_the_loader_workers_still_saves_and_stops(tmp_path, loaders):
+    train, _ = loaders
+    data = WorkersStoppedBySignal([batch for batch in train], signal_at=3)
+    with Experiment(tmp_path, tensorboard=False) as experiment:
+        with pytest.raises(TrainingInterrupted, match="stopped by SIGTERM at step 3"):
+            make_trainer(experiment, max_epochs=2).fit(data)
+    assert names(tmp_path) == ["step-000000003"]
+    _, metadata = load_checkpoint(tmp_path / "checkpoints" / "step-000000003")
+    assert metadata["batch_in_epoch"] == 3  # the batch that failed to load was not trained
+
+
+def test_a_loading_error_without_a_stop_request_is_raised(loaders):
+    train, _ = loaders
+
+    class Broken:
+        def __iter__(self):
+            yield next(iter(train))
+            raise RuntimeError("a real loading bug")
+
+    with pytest.raises(RuntimeError, match="a real loading bug"):
+        make_trainer(None, max_epochs=1).fit(Broken())

@@ -38,8 +38,7 @@ __all__ = ["AudioDataLoader", "Quarantine"]
 logger = logging.getLogger("cadence")
 
 
-def ignore_stop_signals(worker_id: int) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def ignore_interrupt(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
@@ -131,9 +130,10 @@ class AudioDataLoader:
             # Its own generator: creating an iterator (each epoch, and on resume) would otherwise
             # draw from the global torch RNG and shift every random number after it.
             generator=torch.Generator().manual_seed(batch_sampler.seed),
-            # Workers leave SIGTERM/SIGINT to the main process, which saves a checkpoint and
-            # stops cleanly; a signal sent to the whole process group must not kill them first.
-            worker_init_fn=ignore_stop_signals,
+            # Ctrl-C reaches the whole process group; workers leave it to the main process,
+            # which saves a checkpoint and stops cleanly. (SIGTERM is left alone: it is how
+            # torch and multiprocessing shut workers down.)
+            worker_init_fn=ignore_interrupt,
         )
 
     def set_epoch(self, epoch: int) -> None:
