@@ -27,7 +27,7 @@ import math
 import signal
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 import torch
 from torch import nn
@@ -37,11 +37,13 @@ from cadence.checkpoint import Checkpointer, load_checkpoint
 from cadence.checkpointing import CheckpointPolicy, StopRequests, TrainingInterrupted, checkpoints_to_delete, find_checkpoint, listing
 from cadence.config import config_hash
 from cadence.device import move_to_device, resolve_device
+from cadence.epoch_batches import is_last_batch, length, remaining_batches, until_stopped
 from cadence.errors import ConfigError
 from cadence.experiment import Experiment
 from cadence.logs import get_logger, progress
 from cadence.metrics import Mean, Metric
-from cadence.optim import is_plateau_scheduler, learning_rates
+from cadence.optim import is_plateau_scheduler
+from cadence.reporting import format_metrics, learning_rate_logs, results_of
 from cadence.snapshot import capture, restore
 from cadence.state import TrainState
 from cadence.tasks.base import StepOutput, check_task
@@ -230,9 +232,9 @@ class Trainer:
             for value in sums.values():
                 value.zero_()
             self.last_monitored = None
-        batches = self.remaining_batches(train_data)
+        batches = remaining_batches(self, train_data)
         description = f"epoch {state.epoch + 1}/{self.max_epochs}"
-        for batch in self.until_stopped(progress(batches, self.progress_bar, description, total=_length(train_data))):
+        for batch in until_stopped(self, progress(batches, self.progress_bar, description, total=length(train_data))):
             batch = move_to_device(batch, self.device)
             self.call_hook("on_batch_start", batch)
             output = self.training_step(batch)
@@ -252,7 +254,7 @@ class Trainer:
                 self.log({"train/loss": sums["window_loss"].item() / self.log_every, **self.learning_rate_logs()}, "train")
                 sums["window_loss"].zero_()
             self.call_hook("on_batch_end", output)
-            last_batch = self.is_last_batch(train_data)
+            last_batch = is_last_batch(self, train_data)
             if (state.should_stop or self.reached_max_steps() or self.stop_requested()) and not last_batch:
                 return False
             if self.checkpointer is not None and self.checkpoint_policy.is_due_after_step(
@@ -263,58 +265,7 @@ class Trainer:
                 if not last_batch:
                     self.save_checkpoint()
         # The loop also ends when loading failed after a stop request (see until_stopped).
-        return not (self.stop_requested() and not self.is_last_batch(train_data))
-
-    def until_stopped(self, batches: Iterable) -> Iterator:
-        """``batches``, ending quietly when loading fails after a stop request: a SIGTERM sent to
-        the whole process group (as SLURM's scancel does) also ends the DataLoader's workers.
-        The batch that failed was not trained, so the checkpoint saved next is exact."""
-        iterator = iter(batches)
-        while True:
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                return
-            except RuntimeError as error:
-                if not self.stop_requested():
-                    raise
-                self.logger.warning("loading stopped after the stop request (%s); stopping at step %d", error, self.state.global_step)
-                return
-            yield batch
-
-    def is_last_batch(self, train_data: Iterable) -> bool:
-        """Whether the batch just trained was the epoch's last (False when that cannot be known)."""
-        batches_left = getattr(train_data, "batches_left", None)
-        if callable(batches_left):
-            return batches_left() == 0
-        length = _length(train_data)
-        return length is not None and self.state.batch_in_epoch >= length
-
-    def remaining_batches(self, train_data: Iterable) -> Iterable:
-        """An iterator over the epoch's batches not trained yet.
-
-        A loader with ``load_state_dict`` (cadence's AudioDataLoader) was moved to its cursor
-        by :meth:`resume`. Any other iterable is replayed from the start of the epoch with the
-        random state the epoch began with (a DataLoader draws its shuffling and worker seeds
-        from it), and the batches already trained are loaded and dropped: exact, but slower.
-        """
-        skip = self.state.batch_in_epoch
-        if skip == 0:
-            self.epoch_start_rng = torch.get_rng_state()
-            return iter(train_data)
-        if callable(getattr(train_data, "load_state_dict", None)):
-            return iter(train_data)
-        self.logger.warning("resuming inside an epoch of a plain iterable: loading and dropping %d batches", skip)
-        resumed_rng = torch.get_rng_state()
-        if self.epoch_start_rng is not None:
-            # A DataLoader draws from the global RNG when its iterator is made and at its first
-            # batch (the shuffle); the batches already trained are drawn under the same state.
-            torch.set_rng_state(self.epoch_start_rng)
-        iterator = iter(train_data)
-        for _ in range(skip):
-            next(iterator, None)
-        torch.set_rng_state(resumed_rng)
-        return iterator
+        return not (self.stop_requested() and not is_last_batch(self, train_data))
 
     # ------------------------------------------------------------------ overridable steps
     def training_step(self, batch: Any) -> StepOutput:
@@ -349,7 +300,7 @@ class Trainer:
         loss = Mean("loss")
         for metric in self.metrics:
             metric.reset()
-        for batch in progress(data, self.progress_bar, split, total=_length(data)):
+        for batch in progress(data, self.progress_bar, split, total=length(data)):
             output = self.evaluate_batch(move_to_device(batch, self.device))
             loss.update(output.loss.detach(), weight=output.batch_size)
             for metric in self.metrics:
@@ -372,7 +323,7 @@ class Trainer:
             for metric in self.metrics if callable(getattr(metric, "matrix", None))
         }
         self.log(metrics, "test")
-        self.logger.info("test: %s", _format_metrics(metrics))
+        self.logger.info("test: %s", format_metrics(metrics))
         return metrics
 
     def maybe_update_train_metrics(self, output: StepOutput) -> None:
@@ -524,10 +475,7 @@ class Trainer:
             getattr(callback, hook)(self, *arguments)
 
     def learning_rate_logs(self) -> dict[str, float]:
-        rates = list(learning_rates(self.optimizer))
-        if len(set(rates)) == 1:
-            return {"train/lr": rates[0]}
-        return {f"train/lr/group{index}": rate for index, rate in enumerate(rates)}
+        return learning_rate_logs(self.optimizer)
 
     def log(self, values: dict[str, float], split: str) -> None:
         if self.experiment is not None:
@@ -537,36 +485,7 @@ class Trainer:
         values = {**values, **self.learning_rate_logs()}
         self.log(values, "epoch")
         shown = {name: value for name, value in values.items() if not name.startswith("train/lr")}
-        self.logger.info("epoch %d/%d  %s", self.state.epoch + 1, self.max_epochs, _format_metrics(shown))
+        self.logger.info("epoch %d/%d  %s", self.state.epoch + 1, self.max_epochs, format_metrics(shown))
 
     def results(self, test_metrics: dict[str, float], wall_time: float) -> dict[str, Any]:
-        state = self.state
-        best = next((entry for entry in state.history if entry["epoch"] == state.best_epoch), {})
-        final = None
-        if self.checkpointer is not None:
-            final = str(self.checkpointer.directory / (state.best_checkpoint or self.checkpoint_name()))
-        return {
-            "monitor": self.monitor,
-            "mode": self.mode,
-            "best_epoch": state.best_epoch,
-            "best_value": state.best_value,
-            "best_validation": {key: value for key, value in best.items() if key not in ("epoch", "step")},
-            "test": test_metrics,
-            "test_reports": self.test_reports,
-            "epochs_completed": state.epoch,
-            "global_step": state.global_step,
-            "wall_time_s": round(wall_time, 3),
-            "final_checkpoint": final,
-            "history": state.history,
-        }
-
-
-def _length(data: Iterable) -> int | None:
-    try:
-        return len(data)  # type: ignore[arg-type]
-    except TypeError:
-        return None
-
-
-def _format_metrics(values: dict[str, float]) -> str:
-    return "  ".join(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}" for name, value in values.items())
+        return results_of(self, test_metrics, wall_time)
