@@ -9,6 +9,7 @@ generators. Anything not bit-identical is listed by its key.
 
 from __future__ import annotations
 
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,11 @@ COMPARED = ("task", "optimizer", "scheduler", "trainer_state", "epoch_sums", "tr
 
 
 def differences(first: Any, second: Any, path: str = "") -> tuple[int, list[str]]:
-    """(tensors compared, keys whose values differ) between two nested states."""
+    """(tensors compared, keys whose values differ) between two nested states.
+
+    Bit-exact: tensors and arrays by dtype, shape and every element; other values by type
+    and equality (NaN equals NaN).
+    """
     if isinstance(first, torch.Tensor) and isinstance(second, torch.Tensor):
         same = first.dtype == second.dtype and first.shape == second.shape and torch.equal(first, second)
         return 1, [] if same else [path]
@@ -37,10 +42,11 @@ def differences(first: Any, second: Any, path: str = "") -> tuple[int, list[str]
         if first.keys() != second.keys():
             return 0, [f"{path} (keys differ)"]
         results = [differences(first[key], second[key], f"{path}.{key}" if path else str(key)) for key in first]
-    elif isinstance(first, (list, tuple)) and isinstance(second, (list, tuple)) and len(first) == len(second):
+    elif isinstance(first, (list, tuple)) and type(first) is type(second) and len(first) == len(second):
         results = [differences(one, other, f"{path}[{index}]") for index, (one, other) in enumerate(zip(first, second))]
     else:
-        return 0, [] if first == second else [path]
+        both_nan = isinstance(first, float) and isinstance(second, float) and math.isnan(first) and math.isnan(second)
+        return 0, [] if type(first) is type(second) and (first == second or both_nan) else [path]
     return sum(count for count, _ in results), [key for _, keys in results for key in keys]
 
 

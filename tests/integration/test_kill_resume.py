@@ -29,11 +29,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
 from cadence.checkpoint import MANIFEST_FILE, TEMPORARY_PREFIX, TRASH_PREFIX, is_temporary, load_checkpoint
+from cadence.verify import differences
 
 WORKER = Path(__file__).with_name("kill_resume_worker.py")
 MAX_STEPS = 30
@@ -267,21 +266,9 @@ def metrics_records(directory: Path) -> list[dict]:
     return [{key: value for key, value in record.items() if key != "time" and not key.endswith("time_s")} for record in records]
 
 
-def assert_identical(first, second, path="state") -> None:
-    if isinstance(first, torch.Tensor):
-        assert isinstance(second, torch.Tensor) and first.dtype == second.dtype and torch.equal(first, second), path
-    elif isinstance(first, np.ndarray):  # the numpy generator's state
-        assert isinstance(second, np.ndarray) and first.dtype == second.dtype and np.array_equal(first, second), path
-    elif isinstance(first, dict):
-        assert first.keys() == second.keys(), path
-        for key in first:
-            assert_identical(first[key], second[key], f"{path}[{key!r}]")
-    elif isinstance(first, (list, tuple)):
-        assert type(first) is type(second) and len(first) == len(second), path
-        for index, (one, other) in enumerate(zip(first, second)):
-            assert_identical(one, other, f"{path}[{index}]")
-    else:
-        assert type(first) is type(second) and first == second, path
+def assert_identical(first, second) -> None:
+    compared, differing = differences(first, second)  # the comparison `cadence verify-resume` makes
+    assert compared > 0 and differing == [], differing
 
 
 @pytest.mark.parametrize("name", [plan.name for plan in PLANS])

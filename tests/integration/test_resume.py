@@ -29,6 +29,7 @@ from cadence.metrics import Accuracy
 from cadence.models.cnn_classifier import CNNClassifier
 from cadence.rng import seed_everything
 from cadence.tasks import ClassificationTask
+from cadence.verify import differences
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 BATCHES_PER_EPOCH = 6  # 96 training utterances, 16 a batch
@@ -72,19 +73,9 @@ def final_state(trainer: Trainer) -> dict:
     return {"task": state["task"], "optimizer": state["optimizer"], "scheduler": state["scheduler"], "rng": state["rng"]["torch"]}
 
 
-def assert_identical(first, second, path="") -> None:
-    if isinstance(first, torch.Tensor):
-        assert torch.equal(first, second) and first.dtype == second.dtype, path
-    elif isinstance(first, dict):
-        assert first.keys() == second.keys(), path
-        for key in first:
-            assert_identical(first[key], second[key], f"{path}.{key}")
-    elif isinstance(first, (list, tuple)):
-        assert len(first) == len(second), path
-        for index, (one, other) in enumerate(zip(first, second)):
-            assert_identical(one, other, f"{path}[{index}]")
-    else:
-        assert first == second, path
+def assert_identical(first, second) -> None:
+    compared, differing = differences(first, second)  # the comparison `cadence verify-resume` makes
+    assert compared > 0 and differing == [], differing
 
 
 @pytest.fixture(scope="module")
