@@ -33,6 +33,8 @@ bench: $(INSTALLED)
 	$(BIN)/python benchmarks/padding.py
 	$(BIN)/python benchmarks/loader.py
 	$(BIN)/python benchmarks/resume.py
+	$(BIN)/python benchmarks/error_rate.py
+	$(BIN)/python benchmarks/asr.py
 
 clean:
 	rm -rf $(VENV) runs

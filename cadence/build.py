@@ -7,7 +7,7 @@ and the Trainer. Classes never see config objects: they receive plain arguments.
 
 Objects that cadence passes itself are not part of a component's config: a task's
 ``model`` and ``features``, an optimizer's ``model``, a schedule's ``optimizer``, a data
-set's ``work_dir``, ``seed`` and ``experiment_dir``. Facts the data knows (``num_classes``, ``class_names``,
+set's ``work_dir``, ``seed`` and ``experiment_dir``, a text task's ``tokenizer``. Facts the data knows (``num_classes``, ``class_names``,
 ``sample_rate``) fill the parameters of the same name unless the recipe sets them.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import json
 import importlib.util
 import sys
@@ -41,7 +42,7 @@ INJECTED = {
     "data": ("work_dir", "seed", "experiment_dir"),
     "features": (),
     "model": (),
-    "task": ("model", "features"),
+    "task": ("model", "features", "tokenizer"),
     "optimizer": ("model",),
     "scheduler": ("optimizer",),
     "metrics": (),
@@ -131,7 +132,8 @@ def resolve(config: RecipeConfig, facts: dict[str, Any] | None = None) -> dict[s
     for section in ("data", "features", "model", "task", "optimizer", "scheduler"):
         component = getattr(config, section)
         if component is not None and not isinstance(component, list):
-            parameters = _validate(section, section, component, facts)
+            # The data's own facts (its tokenizer, its classes) never fill the data section.
+            parameters = _validate(section, section, component, {} if section == "data" else facts)
             resolved[section] = {**resolved[section], **_jsonable(parameters)}
     for section in ("features", "metrics", "callbacks"):
         components = getattr(config, section)
@@ -185,7 +187,11 @@ def build_task(
     """Features, model and the task that holds them (all a model needs for inference)."""
     features = build_features(config, facts, data, data_directory)
     model = _instantiate("model", "model", config.model, facts)
-    return _instantiate("task", "task", config.task, facts, model=model, features=features)
+    objects = {"model": model, "features": features}
+    if "tokenizer" in inspect.signature(TASKS.get(config.task.name, "task.name")).parameters:
+        # Text tasks get the data's tokenizer (or, rebuilt from a checkpoint, the saved one).
+        objects["tokenizer"] = facts.get("tokenizer")
+    return _instantiate("task", "task", config.task, facts, **objects)
 
 
 def build(config: RecipeConfig, experiment: Experiment | None = None, work_dir: Path | None = None) -> Built:

@@ -2,6 +2,8 @@
 
     cadence train RECIPE.yaml [key=value ...] [--exp-dir DIR] [--print-config]
     cadence resume EXP_DIR [key=value ...] [--from CHECKPOINT] [--allow-config-change]
+    cadence eval EXP_DIR_OR_CHECKPOINT [--split test] [--device auto]
+    cadence transcribe EXP_DIR_OR_CHECKPOINT AUDIO... [--device cpu]
     cadence verify-resume RECIPE.yaml [key=value ...] [--steps N] [--interrupt-at K]
     cadence data fsdd [--root PATH] --out DIR
     cadence data connected-digits [--root PATH] [--out DIR] [--seed N] [--sizes 4000,500,500]
@@ -79,6 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--allow-config-change", action="store_true",
                         help="accept overrides that make the run differ from an uninterrupted one")
     resume.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint on a split; print the metrics as JSON")
+    evaluate.add_argument("checkpoint", metavar="EXP_DIR_OR_CHECKPOINT", help="an experiment folder (its newest valid checkpoint) or a checkpoint folder")
+    evaluate.add_argument("--split", choices=("train", "valid", "test"), default="test", help="which data (default: test)")
+    evaluate.add_argument("--checkpoint", dest="checkpoint_override", metavar="CHECKPOINT", help="a checkpoint folder, in place of the newest")
+    evaluate.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
+
+    transcribe = commands.add_parser("transcribe", help="print the text of audio files (one JSON line each)")
+    transcribe.add_argument("checkpoint", metavar="EXP_DIR_OR_CHECKPOINT")
+    transcribe.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files (any rate: resampled to the model's)")
+    transcribe.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")
+    for command in (evaluate, transcribe):
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     verify = commands.add_parser("verify-resume", help="check that a recipe resumes bit-identically")
     verify.add_argument("recipe")
@@ -161,6 +176,22 @@ def run_verify_resume(arguments: argparse.Namespace) -> int:
     return 0 if report["identical"] else 1
 
 
+def run_eval(arguments: argparse.Namespace) -> int:
+    from cadence.inference import evaluate_checkpoint
+
+    report = evaluate_checkpoint(arguments.checkpoint_override or arguments.checkpoint, arguments.split, arguments.device)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def run_transcribe(arguments: argparse.Namespace) -> int:
+    from cadence.inference import transcribe_files
+
+    for result in transcribe_files(arguments.checkpoint, arguments.audio, arguments.device):
+        print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
 def run_data(arguments: argparse.Namespace) -> int:
     if arguments.data_command == "fsdd":
         from cadence.corpora.fsdd import find_fsdd, prepare_fsdd
@@ -207,7 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not takes_overrides or any(extra.startswith("-") or "=" not in extra for extra in extras):
             parser.error(f"unrecognized arguments: {' '.join(extras)}")
         arguments.overrides.extend(extras)
-    handlers = {"train": run_train, "resume": run_resume, "verify-resume": run_verify_resume, "data": run_data}
+    handlers = {
+        "train": run_train, "resume": run_resume, "eval": run_eval, "transcribe": run_transcribe,
+        "verify-resume": run_verify_resume, "data": run_data,
+    }
     try:
         return handlers[arguments.command](arguments)
     except TrainingInterrupted as stopped:

@@ -83,6 +83,11 @@ class Experiment:
             for name, value in values.items():
                 self._tensorboard.add_scalar(name, value, global_step=step)
 
+    def log_text(self, tag: str, text: str, step: int) -> None:
+        """A text sample in TensorBoard (Markdown is rendered), e.g. hypotheses against references."""
+        if self._tensorboard is not None and not self.stopped:
+            self._tensorboard.add_text(tag, text, global_step=step)
+
     def write_json(self, name: str, content: Any) -> Path:
         path = self.directory / name
         write_json_atomic(path, content)

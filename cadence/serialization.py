@@ -69,15 +69,20 @@ def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> nn.Modul
     """The task (features and model) saved in ``checkpoint``, in eval mode on ``device``.
 
     ``checkpoint``: a checkpoint folder, or an experiment folder (its newest valid one).
-    The resolved config already holds every fact the data supplied (classes, rate), so no
-    data is read. The returned module has a ``config`` attribute with the resolved config.
+    The resolved config already holds every fact the data supplied (classes, rate), and a
+    text task's tokenizer is in the checkpoint, so no data is read. The returned module has a ``config`` attribute with the resolved config.
     """
     from cadence.build import build_task  # late import: build imports the trainer, which imports this module
 
     path = find_checkpoint(checkpoint)
     state, _ = load_checkpoint(path)
     recipe = saved_config(state, path)
-    task = build_task(recipe, facts={})
+    facts = {}
+    if state.get("tokenizer") is not None:
+        from cadence.data.tokenizers import tokenizer_from_dict
+
+        facts["tokenizer"] = tokenizer_from_dict(state["tokenizer"])
+    task = build_task(recipe, facts=facts)
     task.load_state_dict(state["task"])
     task.config = state["config"]
     return task.to(device).eval()

@@ -9,7 +9,7 @@ the optimizer (step counts included), the LR schedule, :class:`~cadence.state.Tr
 (epoch, step, position in the epoch, best value, history), the running epoch's loss sums,
 the training data's position (``(epoch, cursor)`` of an AudioDataLoader), training metrics
 in flight, each callback's state, every random generator (and the torch one as the epoch
-began), and the resolved config.
+began), the resolved config, and a text task's tokenizer (as JSON).
 """
 
 from __future__ import annotations
@@ -48,7 +48,14 @@ def capture(trainer: Trainer) -> dict[str, Any]:
         # The torch RNG as the epoch began: a plain DataLoader resumed mid-epoch replays its shuffle.
         "epoch_start_rng": trainer.epoch_start_rng,
         "config": trainer.config,
+        # A text task's tokenizer travels with its weights: ids mean nothing without it.
+        "tokenizer": tokenizer_document(trainer.task),
     }
+
+
+def tokenizer_document(task: Any) -> dict[str, Any] | None:
+    tokenizer = getattr(task, "tokenizer", None)
+    return tokenizer.to_dict() if tokenizer is not None else None
 
 
 def restore(trainer: Trainer, state: dict[str, Any]) -> None:

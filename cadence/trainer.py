@@ -39,9 +39,10 @@ from cadence.config import config_hash
 from cadence.device import move_to_device, resolve_device
 from cadence.epoch_batches import is_last_batch, length, remaining_batches, until_stopped
 from cadence.errors import ConfigError
+from cadence.evaluation import evaluate
 from cadence.experiment import Experiment
 from cadence.logs import get_logger, progress
-from cadence.metrics import Mean, Metric
+from cadence.metrics import Metric
 from cadence.optim import is_plateau_scheduler
 from cadence.reporting import format_metrics, learning_rate_logs, results_of
 from cadence.snapshot import capture, restore
@@ -177,7 +178,7 @@ class Trainer:
                         break  # stopped inside the epoch: no validation of a partial epoch
                     # .item() waits for the device: once per epoch.
                     train_loss = self.epoch_sums["loss"].item() / max(int(self.epoch_sums["batches"]), 1)
-                    epoch_logs = {"train/loss": train_loss, "train/epoch_time_s": time.perf_counter() - epoch_started}
+                    epoch_logs = {"train/loss": train_loss, **self.named_loss_means(), "train/epoch_time_s": time.perf_counter() - epoch_started}
                     self._improved_this_epoch = False
                     if val_data is not None:
                         metrics = self.validate(val_data)
@@ -206,6 +207,10 @@ class Trainer:
         self.maybe_restore_best()
         test_metrics = self.test(test_data) if test_data is not None else {}
         return self.results(test_metrics, wall_time=time.perf_counter() - started)
+
+    def named_loss_means(self) -> dict[str, float]:
+        batches = max(int(self.epoch_sums["batches"]), 1)
+        return {f"train/{name}": value.item() / batches for name, value in self.epoch_sums.items() if name.startswith("loss_")}
 
     def should_continue(self) -> bool:
         """Another epoch? Not past max_epochs or max_steps, not stopped by a callback or a request."""
@@ -248,6 +253,10 @@ class Trainer:
             sums["loss"] += loss
             sums["window_loss"] += loss
             sums["batches"] += 1
+            for name, value in output.losses.items():
+                # Named parts (e.g. ctc and attention) get epoch means of their own: train/loss_<name>.
+                part = f"loss_{name}"
+                sums[part] = sums.get(part, torch.zeros((), device=self.device)) + value.detach()
             self.maybe_update_train_metrics(output)
             if state.global_step % self.log_every == 0:
                 # .item() waits for the device: done once per log_every steps, not per step.
@@ -291,26 +300,10 @@ class Trainer:
         return self.task.validation_step(batch)
 
     # ------------------------------------------------------------------ evaluation
-    @torch.no_grad()
-    def evaluate(self, data: Iterable, split: str) -> dict[str, float]:
-        """Loss and every metric over ``data``, keyed ``"<split>/<name>"``."""
-        was_training = self.task.training
-        self.task.eval()
-        self.task.to(self.device)
-        loss = Mean("loss")
-        for metric in self.metrics:
-            metric.reset()
-        for batch in progress(data, self.progress_bar, split, total=length(data)):
-            output = self.evaluate_batch(move_to_device(batch, self.device))
-            loss.update(output.loss.detach(), weight=output.batch_size)
-            for metric in self.metrics:
-                metric.update(output.predictions, output.targets)
-        results = {f"{split}/loss": loss.compute()["loss"]}
-        for metric in self.metrics:
-            metric.sync()
-            results.update({f"{split}/{name}": value for name, value in metric.compute().items()})
-        self.task.train(was_training)
-        return results
+    def evaluate(self, data: Iterable, split: str, records: list[dict[str, Any]] | None = None) -> dict[str, float]:
+        """Loss, named losses and every metric over ``data``, keyed ``"<split>/<name>"``
+        (see :func:`cadence.evaluation.evaluate`, which also keeps the task's records)."""
+        return evaluate(self, data, split, records)
 
     def validate(self, data: Iterable) -> dict[str, float]:
         return self.evaluate(data, "val")

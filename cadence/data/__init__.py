@@ -18,9 +18,19 @@ from cadence.data.manifest import (
 from cadence.data.normalization import FeatureNormalization
 from cadence.data.packed import PackedSequences, PackedStrings
 from cadence.data.pipeline import FeaturePipeline, compute_statistics
-from cadence.data.processor import AudioDataProcessor, Vocabulary
+from cadence.data.processor import AudioDataProcessor
 from cadence.data.sampler import BatchingOptions, BatchPlan, BatchSampler, build_plan
 from cadence.data.spec_augment import SpecAugment
+from cadence.data.tokenizers import (
+    CharacterTokenizer,
+    SentencePieceTokenizer,
+    Tokenizer,
+    TokenizerOptions,
+    WordTokenizer,
+    build_tokenizer,
+    load_tokenizer,
+    tokenizer_from_dict,
+)
 
 __all__ = [
     "BAD_AUDIO_REASONS",
@@ -33,6 +43,7 @@ __all__ = [
     "BatchPlan",
     "BatchSampler",
     "BatchingOptions",
+    "CharacterTokenizer",
     "Example",
     "FeatureNormalization",
     "FeaturePipeline",
@@ -42,18 +53,24 @@ __all__ = [
     "PackedSequences",
     "PackedStrings",
     "Quarantine",
+    "SentencePieceTokenizer",
     "Skipped",
     "SpecAugment",
     "Spectrogram",
-    "Vocabulary",
+    "Tokenizer",
+    "TokenizerOptions",
+    "WordTokenizer",
     "build_manifest",
     "build_plan",
+    "build_tokenizer",
     "check_manifest",
     "compute_statistics",
     "load_audio",
+    "load_tokenizer",
     "manifest_sha256",
     "read_labels",
     "read_manifest",
+    "tokenizer_from_dict",
     "write_bytes_atomic",
     "write_labels",
     "write_manifest",

@@ -9,6 +9,10 @@ whose loaders are :class:`~cadence.data.loader.AudioDataLoader` objects:
   bad audio skipped into ``EXP_DIR/quarantine.jsonl`` within ``max_skip_rate``;
 - validation and test: every utterance, ``sorted`` by length (least padding), with the
   same frame budget unless ``eval_batching`` says otherwise; bad audio is an error.
+
+Facts for the other components: ``num_classes`` and ``class_names`` for labels;
+``tokenizer`` and ``num_classes = len(tokenizer) + 1`` for text (class 0 is the models'
+blank or end of sentence); ``sample_rate`` always.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from cadence.data.audio import MonoPolicy
 from cadence.data.dataset import AudioDataset
 from cadence.data.loader import AudioDataLoader, Quarantine
 from cadence.data.manifest import Manifest, read_labels
-from cadence.data.processor import AudioDataProcessor, TargetKind, Vocabulary
+from cadence.data.processor import AudioDataProcessor, TargetKind
 from cadence.data.sampler import BatchingOptions, BatchSampler, distributed_rank_and_size
+from cadence.data.tokenizers import TokenizerOptions, build_tokenizer
 from cadence.errors import DataError
 
 __all__ = ["fsdd", "manifests"]
@@ -47,8 +52,8 @@ def _evaluation_options(batching: BatchingOptions, eval_batching: BatchingOption
 
 
 def _processor_for(
-    train: Manifest, work_dir: Path, target: TargetKind, labels: str | None, vocabulary: str | None,
-    text_unit: Literal["char", "word"], **audio_policy,
+    train: Manifest, work_dir: Path, target: TargetKind, labels: str | None, tokenizer_options: TokenizerOptions,
+    **audio_policy,
 ) -> tuple[AudioDataProcessor, dict]:
     """The processor, and the facts other components need (classes or tokens)."""
     if target == "label":
@@ -58,12 +63,11 @@ def _processor_for(
         processor = AudioDataProcessor(target=target, label_to_index={name: i for i, name in enumerate(class_names)}, **audio_policy)
         return processor, {"num_classes": len(class_names), "class_names": class_names}
     if target == "text":
-        if vocabulary:
-            tokens = Vocabulary.load(vocabulary)
-        else:
-            tokens = Vocabulary.from_texts(train.texts, unit=text_unit)
-            tokens.save(Path(work_dir) / "vocabulary.json")  # the run records the token ids it trained with
-        return AudioDataProcessor(target=target, vocabulary=tokens, **audio_policy), {"vocabulary": tokens.tokens}
+        tokenizer = build_tokenizer(tokenizer_options, train.texts)
+        tokenizer.save(Path(work_dir) / "tokenizer.json")  # the run records the token ids it trained with
+        # Class 0 is the models' own (CTC blank, attention end of sentence): token t is class t + 1.
+        facts = {"tokenizer": tokenizer, "num_classes": len(tokenizer) + 1}
+        return AudioDataProcessor(target=target, tokenizer=tokenizer, **audio_policy), facts
     return AudioDataProcessor(target="none", **audio_policy), {}
 
 
@@ -76,8 +80,7 @@ def manifests(
     test: str | None = None,
     target: TargetKind = "label",
     labels: str | None = None,
-    vocabulary: str | None = None,
-    text_unit: Literal["char", "word"] = "char",
+    tokenizer: TokenizerOptions = TokenizerOptions(),
     sample_rate: int = 16000,
     resample: bool = True,
     mono: MonoPolicy = "mix",
@@ -93,15 +96,18 @@ def manifests(
     """Loaders over JSON Lines manifests.
 
     ``target``: ``label`` (classes from ``labels``, a JSON list, or the sorted training
-    labels), ``text`` (tokens from ``vocabulary``, a JSON file, or built from the training
-    transcripts with ``text_unit``), or ``none``.
+    labels), ``text`` (token ids from the tokenizer that ``tokenizer``, a
+    :class:`~cadence.data.tokenizers.TokenizerOptions`, describes: built from the training
+    transcripts or loaded from a file, and saved as ``work_dir/tokenizer.json``), or ``none``.
+    Transcript characters (or words) the tokenizer does not know are an error here, listing
+    them all, unless ``tokenizer.unknown`` is ``map``.
     """
     from cadence.build import DataBundle  # late import: build imports this module's registry entry
 
     paths = {"train": Path(train), "valid": Path(valid) if valid else None, "test": Path(test) if test else None}
     read = {split: Manifest.read(path) for split, path in paths.items() if path is not None}
     processor, facts = _processor_for(
-        read["train"], work_dir, target, labels, vocabulary, text_unit,
+        read["train"], work_dir, target, labels, tokenizer,
         sample_rate=sample_rate, resample=resample, mono=mono, min_duration=min_duration,
     )
     # One file per process: each rank meets the bad files of its own share.
@@ -135,7 +141,7 @@ def fsdd(
     valid_takes: list[int] = [5, 6, 7, 8, 9],
     corpus_seed: int = 0,
     corpus_sizes: list[int] = [4000, 500, 500],
-    text_unit: Literal["char", "word"] = "word",
+    tokenizer: TokenizerOptions = TokenizerOptions(kind="word"),
     batching: BatchingOptions = BatchingOptions(max_frames=None, max_seqs=32, ordering="random"),
     eval_batching: BatchingOptions | None = None,
     num_workers: int = 0,
@@ -150,7 +156,8 @@ def fsdd(
     records exactly which files it used. ``root=None`` finds the corpus: ../shared beside the
     checkout, ``CADENCE_FSDD_ROOT``, the download cache, or a download. ``connected-digits``
     audio is generated once per (``corpus_seed``, ``corpus_sizes``) into the cache
-    (see :mod:`cadence.corpora.connected_digits`); ``text_unit`` applies to it only.
+    (see :mod:`cadence.corpora.connected_digits`); ``tokenizer`` applies to it only (words
+    by default: one token per spoken digit).
 
     The default batching (32 shuffled utterances) suits the classification tasks, where an
     utterance's length says much about its class; for connected digits, set a frame budget
@@ -167,7 +174,7 @@ def fsdd(
         target, labels = "label", str(written["train"].parent / "labels.json")
     return manifests(
         work_dir, seed, experiment_dir, train=str(written["train"]), valid=str(written["valid"]), test=str(written["test"]),
-        target=target, labels=labels, text_unit=text_unit, sample_rate=8000, batching=batching, eval_batching=eval_batching,
+        target=target, labels=labels, tokenizer=tokenizer, sample_rate=8000, batching=batching, eval_batching=eval_batching,
         num_workers=num_workers, preload=preload, max_skip_rate=max_skip_rate,
         max_train_utterances=max_train_utterances, max_eval_utterances=max_eval_utterances,
     )

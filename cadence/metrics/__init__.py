@@ -25,6 +25,14 @@ from cadence.metrics.classification import (
     Precision,
     Recall,
 )
+from cadence.metrics.error_rate import (
+    CharacterErrorRate,
+    ErrorRate,
+    WordErrorRate,
+    edit_operations,
+    error_counts,
+    utterance_errors,
+)
 from cadence.metrics.mean import Mean
 
 METRICS: dict[str, type[ClassificationMetric]] = {
@@ -38,11 +46,17 @@ METRICS: dict[str, type[ClassificationMetric]] = {
 __all__ = [
     "METRICS",
     "Accuracy",
+    "CharacterErrorRate",
     "ClassificationMetric",
     "ConfusionMatrix",
+    "ErrorRate",
     "F1Score",
     "Mean",
     "Metric",
     "Precision",
     "Recall",
+    "WordErrorRate",
+    "edit_operations",
+    "error_counts",
+    "utterance_errors",
 ]

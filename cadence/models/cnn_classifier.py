@@ -11,31 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-
-def valid_frames(lengths: torch.Tensor, frames: int) -> torch.Tensor:
-    """[B] lengths -> [B, 1, T] float mask, 1 on valid frames."""
-    positions = torch.arange(frames, device=lengths.device)
-    return (positions[None, :] < lengths[:, None]).unsqueeze(1).float()
-
-
-class MaskedBatchNorm1d(nn.BatchNorm1d):
-    """BatchNorm over channels whose training statistics ignore padded frames.
-
-    Plain BatchNorm would count padding zeros, so the statistics (and the model) would
-    depend on how utterances were grouped into batches. Eval mode uses running statistics.
-    """
-
-    def forward(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # [B, C, T], [B, 1, T]
-        if not self.training:
-            return super().forward(inputs)
-        count = mask.sum()
-        mean = (inputs * mask).sum((0, 2)) / count  # [C]
-        variance = (((inputs - mean[None, :, None]) * mask) ** 2).sum((0, 2)) / count
-        with torch.no_grad():
-            self.running_mean.lerp_(mean, self.momentum)
-            self.running_var.lerp_(variance * count / (count - 1).clamp(min=1), self.momentum)
-        normalized = (inputs - mean[None, :, None]) * torch.rsqrt(variance[None, :, None] + self.eps)
-        return normalized * self.weight[None, :, None] + self.bias[None, :, None]
+from cadence.models.masking import MaskedBatchNorm1d, valid_frames
 
 
 class CNNClassifier(nn.Module):

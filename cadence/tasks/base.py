@@ -20,7 +20,9 @@ class StepOutput:
 
     ``loss`` is the scalar to back-propagate (training) or to average (evaluation);
     ``losses`` its named parts; ``logs`` any other scalars to record; ``predictions`` and
-    ``targets`` feed the metrics; ``batch_size`` weights averages over batches.
+    ``targets`` feed the metrics; ``batch_size`` weights averages over batches; ``records``
+    (evaluation only, optional) are one JSON-able dict per example, written by the trainer to
+    ``EXP_DIR/hypotheses/<split>.jsonl`` (e.g. an utterance's reference and hypothesis).
     """
 
     loss: torch.Tensor
@@ -29,6 +31,7 @@ class StepOutput:
     predictions: Any = None
     targets: Any = None
     batch_size: int = 1
+    records: list[dict[str, Any]] | None = None
 
 
 @runtime_checkable

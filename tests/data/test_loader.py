@@ -14,8 +14,9 @@ from cadence.data.audio import BadAudio
 from cadence.data.dataset import AudioDataset, Batch
 from cadence.data.loader import AudioDataLoader, Quarantine
 from cadence.data.manifest import Manifest, ManifestEntry
-from cadence.data.processor import AudioDataProcessor, Vocabulary
+from cadence.data.processor import AudioDataProcessor
 from cadence.data.sampler import BatchingOptions, BatchSampler
+from cadence.data.tokenizers import CharacterTokenizer
 from cadence.errors import DataError
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -55,14 +56,14 @@ def test_batches_are_padded_with_lengths_targets_and_speakers(fsdd_entries) -> N
 
 
 def test_text_targets_are_padded_token_ids(fsdd_entries) -> None:
-    vocabulary = Vocabulary.from_texts([entry.text for entry in fsdd_entries], unit="char")
-    processor = AudioDataProcessor(8000, target="text", vocabulary=vocabulary)
+    tokenizer = CharacterTokenizer.from_texts([entry.text for entry in fsdd_entries])
+    processor = AudioDataProcessor(8000, target="text", tokenizer=tokenizer)
     dataset = AudioDataset(Manifest(fsdd_entries[:6]), processor)
     batch = dataset.collate([dataset[index] for index in range(6)])
     assert batch.targets.shape == (6, int(batch.target_lengths.max()))
     for row, utterance_id in enumerate(batch.ids):
         tokens = batch.targets[row, : batch.target_lengths[row]].tolist()
-        assert vocabulary.decode(tokens) == WORDS[int(utterance_id[0])]
+        assert tokenizer.decode(tokens) == WORDS[int(utterance_id[0])]
 
 
 def test_preloaded_and_on_demand_reads_give_the_same_batches(fsdd_entries) -> None:
@@ -206,10 +207,10 @@ def test_a_line_without_the_target_field_is_named(fsdd_entries) -> None:
     processor = AudioDataProcessor(8000, label_to_index={word: i for i, word in enumerate(WORDS)})
     with pytest.raises(DataError, match=r"utterance 'unlabelled' \(.*\) has no 'label'; every line needs one"):
         AudioDataset(Manifest(entries), processor)
-    vocabulary = Vocabulary(["o", "n", "e"], unit="char")
+    tokenizer = CharacterTokenizer(["o", "n", "e"])
     spoken_zero = ManifestEntry(**{**fsdd_entries[0].__dict__, "text": "zero"})
-    with pytest.raises(DataError, match=r"token 'z' of 'zero' is not in the vocabulary"):
-        AudioDataset(Manifest([spoken_zero]), AudioDataProcessor(8000, target="text", vocabulary=vocabulary))
+    with pytest.raises(DataError, match=r"2 characters .* not in the char tokenizer: 'z' 1x, .*; 'r' 1x"):
+        AudioDataset(Manifest([spoken_zero]), AudioDataProcessor(8000, target="text", tokenizer=tokenizer))
 
 
 def test_chunks_of_a_good_recording_are_not_judged_as_whole_utterances(tmp_path) -> None:

@@ -1,0 +1,27 @@
+"""Decoders: model outputs to hypotheses of TOKEN ids (model class - 1).
+
+- :mod:`cadence.decoding.ctc`: best path and prefix beam search over CTC posteriors;
+- :mod:`cadence.decoding.attention`: greedy and beam search for attention decoders, optionally
+  joint with a CTC head;
+- :mod:`cadence.decoding.joint`: the CTC prefix scores that joint search uses.
+"""
+
+from cadence.decoding.attention import (
+    DEFAULT_MAX_LENGTH_RATIO,
+    attention_beam_search,
+    attention_greedy,
+    maximum_lengths,
+)
+from cadence.decoding.ctc import ctc_greedy, ctc_prefix_beam_search
+from cadence.decoding.joint import CTCPrefixScorer, ctc_prefix_log_probability
+
+__all__ = [
+    "CTCPrefixScorer",
+    "DEFAULT_MAX_LENGTH_RATIO",
+    "attention_beam_search",
+    "attention_greedy",
+    "ctc_greedy",
+    "ctc_prefix_beam_search",
+    "ctc_prefix_log_probability",
+    "maximum_lengths",
+]

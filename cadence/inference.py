@@ -1,0 +1,93 @@
+"""Using a trained model: evaluate a checkpoint on a split, transcribe audio files.
+
+Both rebuild what they need from the checkpoint alone (its config, weights, tokenizer and
+feature settings, such as global normalization statistics); ``evaluate_checkpoint`` also
+rebuilds the recipe's data to read the split.
+
+    cadence eval runs/asr-ds2/20261121-101500 --split test
+    cadence transcribe runs/asr-ds2/20261121-101500 recording.wav
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cadence.checkpoint import load_checkpoint
+from cadence.checkpointing import find_checkpoint
+from cadence.data.audio import load_audio
+from cadence.errors import ConfigError
+from cadence.evaluation import write_records
+from cadence.registry import DATASETS
+from cadence.serialization import load, saved_config
+
+__all__ = ["evaluate_checkpoint", "transcribe_files"]
+
+SPLITS = ("train", "valid", "test")
+
+
+def evaluate_checkpoint(path: str | Path, split: str = "test", device: str = "auto") -> dict[str, Any]:
+    """The loss and the recipe's metrics of a checkpoint (or an experiment's newest) on one split.
+
+    Hypotheses go to ``EXP_DIR/hypotheses/eval-<checkpoint>-<split>.jsonl``, beside (never over)
+    those the training wrote.
+    """
+    from cadence.build import build  # late import: build imports the trainer, which imports serialization
+
+    if split not in SPLITS:
+        raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    checkpoint = find_checkpoint(path)
+    state, _ = load_checkpoint(checkpoint)
+    recipe = saved_config(state, checkpoint)
+    recipe.trainer.device = device
+    recipe.trainer.progress_bar = False
+    if "preload" in DATASETS.schema(recipe.data.name).model_fields:
+        recipe.data.model_extra["preload"] = False  # one split is read, once; results do not depend on it
+    experiment_directory = checkpoint.parent.parent
+    built = build(recipe, experiment=None, work_dir=experiment_directory / "data")
+    loader = {"train": built.data.train, "valid": built.data.valid, "test": built.data.test}[split]
+    if loader is None:
+        raise ConfigError(f"the recipe of {checkpoint} has no {split} data")
+    trainer = built.trainer
+    trainer.task.load_state_dict(state["task"])
+    records: list[dict[str, Any]] = []
+    results = trainer.evaluate(loader, split, records=records)
+    if records:
+        write_records(experiment_directory / "hypotheses" / f"eval-{checkpoint.name}-{split}.jsonl", records)
+    return {"checkpoint": str(checkpoint), "split": split, "metrics": results}
+
+
+def feature_sample_rate(task: torch.nn.Module) -> int:
+    """The rate the task's feature module expects (from its settings, saved in the checkpoint)."""
+    features = getattr(task, "features", None)
+    for module in features.modules() if features is not None else ():
+        rate = getattr(module, "sample_rate", None)
+        if isinstance(rate, int):
+            return rate
+    rate = (getattr(task, "config", None) or {}).get("data", {}).get("sample_rate")
+    if rate is None:
+        raise ConfigError("this model's sample rate is unknown (no feature module says it); resample the audio yourself")
+    return int(rate)
+
+
+@torch.no_grad()
+def transcribe_files(path: str | Path, audio_files: list[str], device: str = "cpu", batch_size: int = 16) -> list[dict[str, str]]:
+    """``[{"audio": file, "text": hypothesis}]`` for each file, with the checkpoint's decoding settings."""
+    task = load(path, device=device)
+    if not callable(getattr(task, "transcribe", None)):
+        raise ConfigError(f"{path}: its task ({type(task).__name__}) does not transcribe; it is not a speech recognizer")
+    sample_rate = feature_sample_rate(task)
+    results = []
+    for start in range(0, len(audio_files), batch_size):
+        files = audio_files[start:start + batch_size]
+        # Files at another rate are resampled (logged once per rate); bad files raise BadAudio naming them.
+        waveforms = [load_audio(file, sample_rate) for file in files]
+        lengths = torch.tensor([waveform.shape[-1] for waveform in waveforms])
+        padded = torch.zeros(len(waveforms), int(lengths.max()))
+        for row, waveform in enumerate(waveforms):
+            padded[row, : waveform.shape[-1]] = waveform
+        texts = task.transcribe(padded.to(device), lengths.to(device))
+        results.extend({"audio": file, "text": text} for file, text in zip(files, texts))
+    return results
