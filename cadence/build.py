@@ -154,6 +154,17 @@ def _instantiate(section: str, path: str, component: ComponentConfig, facts: dic
     return _registry(section).get(component.name)(**objects, **parameters)
 
 
+def build_data(config: RecipeConfig, data_directory: Path, experiment_directory: Path | None = None) -> DataBundle:
+    """The recipe's data: loaders for each split, and the facts they give the other components."""
+    return _instantiate(
+        "data", "data", config.data, {}, work_dir=data_directory, seed=config.seed, experiment_dir=experiment_directory,
+    )
+
+
+def build_metrics(config: RecipeConfig, facts: dict[str, Any]) -> list[Any]:
+    return [_instantiate("metrics", f"metrics.{index}", item, facts) for index, item in enumerate(config.metrics)]
+
+
 def build_features(
     config: RecipeConfig, facts: dict[str, Any], data: DataBundle | None = None, data_directory: Path | None = None
 ) -> nn.Module | None:
@@ -197,10 +208,7 @@ def build_task(
 def build(config: RecipeConfig, experiment: Experiment | None = None, work_dir: Path | None = None) -> Built:
     """Create every object the recipe describes and a Trainer ready to ``fit``."""
     data_directory = work_dir or (experiment.directory / "data" if experiment else Path("data"))
-    data: DataBundle = _instantiate(
-        "data", "data", config.data, {}, work_dir=data_directory, seed=config.seed,
-        experiment_dir=experiment.directory if experiment else None,
-    )
+    data = build_data(config, data_directory, experiment.directory if experiment else None)
     # A plateau schedule or early stopping left without a mode follows the trainer's.
     facts = {**data.facts, "mode": config.trainer.mode}
     task = build_task(config, facts, data, data_directory)
@@ -208,7 +216,7 @@ def build(config: RecipeConfig, experiment: Experiment | None = None, work_dir: 
     scheduler = None
     if config.scheduler is not None:
         scheduler = _instantiate("scheduler", "scheduler", config.scheduler, facts, optimizer=optimizer)
-    metrics = [_instantiate("metrics", f"metrics.{index}", item, facts) for index, item in enumerate(config.metrics)]
+    metrics = build_metrics(config, facts)
     callbacks = [_instantiate("callbacks", f"callbacks.{index}", item, facts) for index, item in enumerate(config.callbacks)]
     resolved = resolve(config, facts)
     trainer_options = config.trainer

@@ -30,10 +30,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from cadence.checkpoint import MANIFEST_FILE, Checkpointer
+from cadence.checkpoint import MANIFEST_FILE, Checkpointer, verify_checkpoint
 from cadence.errors import CheckpointError, TrainingInterrupted
 
-__all__ = ["CheckpointPolicy", "StopRequests", "TrainingInterrupted", "checkpoints_to_delete", "find_checkpoint", "listing"]
+__all__ = [
+    "CheckpointPolicy", "StopRequests", "TrainingInterrupted", "checkpoints_to_delete", "find_best_checkpoint", "find_checkpoint", "listing",
+]
 
 logger = logging.getLogger("cadence")
 
@@ -115,6 +117,35 @@ def find_checkpoint(path: str | Path) -> Path:
             "Start a new run, or restore a checkpoint from a backup"
         )
     return found
+
+
+def find_best_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder, or an experiment's valid checkpoint with the best monitored value.
+
+    What a trained model is used for (``cadence eval``, ``transcribe``, :func:`cadence.load`) is
+    the model the run kept as best and tested, not whatever epoch came last. Without any
+    monitored value (no validation), the newest valid checkpoint.
+    """
+    path = Path(path)
+    if (path / MANIFEST_FILE).is_file():
+        return path
+    newest = find_checkpoint(path)
+    checkpointer = Checkpointer(newest.parent)
+    mode = json.loads((newest / MANIFEST_FILE).read_text(encoding="utf-8"))["metadata"].get("mode", "min")
+    # Ties go to the earliest, as in the Trainer, which takes a new best only when strictly better.
+    scored = sorted(
+        (value if mode == "min" else -value, step, name)
+        for name, step, value in listing(checkpointer) if value is not None and math.isfinite(value)
+    )
+    for _, _, name in scored:
+        candidate = newest.parent / name
+        try:
+            verify_checkpoint(candidate)
+        except CheckpointError as error:
+            logger.warning("skipping damaged checkpoint %s: %s", candidate, error)
+            continue
+        return candidate
+    return newest
 
 
 class StopRequests:

@@ -83,13 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on a split; print the metrics as JSON")
-    evaluate.add_argument("checkpoint", metavar="EXP_DIR_OR_CHECKPOINT", help="an experiment folder (its newest valid checkpoint) or a checkpoint folder")
+    evaluate.add_argument("checkpoint", metavar="EXP_DIR_OR_CHECKPOINT", help="an experiment folder (its best valid checkpoint) or a checkpoint folder")
     evaluate.add_argument("--split", choices=("train", "valid", "test"), default="test", help="which data (default: test)")
     evaluate.add_argument("--checkpoint", dest="checkpoint_override", metavar="CHECKPOINT", help="a checkpoint folder, in place of the newest")
     evaluate.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
 
     transcribe = commands.add_parser("transcribe", help="print the text of audio files (one JSON line each)")
-    transcribe.add_argument("checkpoint", metavar="EXP_DIR_OR_CHECKPOINT")
+    transcribe.add_argument("checkpoint", metavar="EXP_DIR_OR_CHECKPOINT", help="an experiment folder (its best valid checkpoint) or a checkpoint folder")
     transcribe.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files (any rate: resampled to the model's)")
     transcribe.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")
     for command in (evaluate, transcribe):

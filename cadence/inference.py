@@ -16,9 +16,9 @@ from typing import Any
 import torch
 
 from cadence.checkpoint import load_checkpoint
-from cadence.checkpointing import find_checkpoint
+from cadence.checkpointing import find_best_checkpoint
 from cadence.data.audio import load_audio
-from cadence.errors import ConfigError
+from cadence.errors import CheckpointError, ConfigError
 from cadence.evaluation import write_records
 from cadence.registry import DATASETS
 from cadence.serialization import load, saved_config
@@ -29,29 +29,38 @@ SPLITS = ("train", "valid", "test")
 
 
 def evaluate_checkpoint(path: str | Path, split: str = "test", device: str = "auto") -> dict[str, Any]:
-    """The loss and the recipe's metrics of a checkpoint (or an experiment's newest) on one split.
+    """The loss and the recipe's metrics of a checkpoint (or an experiment's best) on one split.
 
     Hypotheses go to ``EXP_DIR/hypotheses/eval-<checkpoint>-<split>.jsonl``, beside (never over)
     those the training wrote.
     """
-    from cadence.build import build  # late import: build imports the trainer, which imports serialization
+    from cadence.build import build_data, build_metrics, build_task  # late import: build imports the trainer
+    from cadence.trainer import Trainer
 
     if split not in SPLITS:
         raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
-    checkpoint = find_checkpoint(path)
+    checkpoint = find_best_checkpoint(path)
     state, _ = load_checkpoint(checkpoint)
     recipe = saved_config(state, checkpoint)
-    recipe.trainer.device = device
-    recipe.trainer.progress_bar = False
     if "preload" in DATASETS.schema(recipe.data.name).model_fields:
         recipe.data.model_extra["preload"] = False  # one split is read, once; results do not depend on it
     experiment_directory = checkpoint.parent.parent
-    built = build(recipe, experiment=None, work_dir=experiment_directory / "data")
-    loader = {"train": built.data.train, "valid": built.data.valid, "test": built.data.test}[split]
+    data = build_data(recipe, experiment_directory / "data")
+    loader = {"train": data.train, "valid": data.valid, "test": data.test}[split]
     if loader is None:
         raise ConfigError(f"the recipe of {checkpoint} has no {split} data")
-    trainer = built.trainer
-    trainer.task.load_state_dict(state["task"])
+    facts = {**data.facts, "mode": recipe.trainer.mode}
+    saved_tokenizer = state.get("tokenizer")
+    if saved_tokenizer is not None and saved_tokenizer != facts["tokenizer"].to_dict():
+        raise CheckpointError(
+            f"{checkpoint}: the data now gives a tokenizer other than the one the model was trained with "
+            "(the training transcripts changed?); evaluate on the data it was trained with"
+        )
+    # Built without data: feature statistics come from the checkpoint, not from a new pass.
+    task = build_task(recipe, facts)
+    task.load_state_dict(state["task"])
+    # Evaluation only: the trainer never steps an optimizer here.
+    trainer = Trainer(task, optimizer=None, device=device, metrics=build_metrics(recipe, facts), progress_bar=False)
     records: list[dict[str, Any]] = []
     results = trainer.evaluate(loader, split, records=records)
     if records:

@@ -11,7 +11,7 @@ snapshot when the checkpoint lives in an experiment folder.
 
 Example::
 
-    task = cadence.load("runs/fsdd-digits/20261121-101500")   # the newest valid checkpoint
+    task = cadence.load("runs/fsdd-digits/20261121-101500")   # the best valid checkpoint
     logits = task.logits(batch)[0]
 """
 
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from cadence.checkpoint import load_checkpoint
-from cadence.checkpointing import find_checkpoint
+from cadence.checkpointing import find_best_checkpoint, find_checkpoint
 from cadence.config import RecipeConfig, validate_recipe
 from cadence.errors import CheckpointError, ConfigError
 
@@ -68,13 +68,15 @@ def saved_config(state: dict[str, Any], path: Path) -> RecipeConfig:
 def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """The task (features and model) saved in ``checkpoint``, in eval mode on ``device``.
 
-    ``checkpoint``: a checkpoint folder, or an experiment folder (its newest valid one).
+    ``checkpoint``: a checkpoint folder, or an experiment folder (its best valid checkpoint by
+    the run's monitored value, the model the run tested; the newest when none has a value).
     The resolved config already holds every fact the data supplied (classes, rate), and a
-    text task's tokenizer is in the checkpoint, so no data is read. The returned module has a ``config`` attribute with the resolved config.
+    text task's tokenizer is in the checkpoint, so no data is read. The returned module has a
+    ``config`` attribute with the resolved config.
     """
     from cadence.build import build_task  # late import: build imports the trainer, which imports this module
 
-    path = find_checkpoint(checkpoint)
+    path = find_best_checkpoint(checkpoint)
     state, _ = load_checkpoint(path)
     recipe = saved_config(state, path)
     facts = {}

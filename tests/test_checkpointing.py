@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from cadence import Callback, ClassificationTask, Experiment, Trainer, TrainingInterrupted
-from cadence.checkpoint import MANIFEST_FILE, TENSORS_FILE, load_checkpoint
-from cadence.checkpointing import CheckpointPolicy, checkpoints_to_delete, find_checkpoint
+from cadence.checkpoint import MANIFEST_FILE, TENSORS_FILE, Checkpointer, load_checkpoint
+from cadence.checkpointing import CheckpointPolicy, checkpoints_to_delete, find_best_checkpoint, find_checkpoint
 from cadence.errors import CheckpointError
 from cadence.metrics import Accuracy
 
@@ -311,3 +311,18 @@ def test_a_loading_error_without_a_stop_request_is_raised(loaders):
 
     with pytest.raises(RuntimeError, match="a real loading bug"):
         make_trainer(None, max_epochs=1).fit(Broken())
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_find_best_checkpoint_takes_the_best_monitored_value_earliest_on_ties(tmp_path, mode, caplog):
+    checkpointer = Checkpointer(tmp_path / "checkpoints")
+    values = {"step-000000001": 0.5, "step-000000002": 0.2, "step-000000003": 0.2, "step-000000004": 0.9, "step-000000005": None}
+    for step, (name, value) in enumerate(values.items(), start=1):
+        checkpointer.save(name, {"weights": torch.zeros(1)}, {"global_step": step, "monitor_value": value, "mode": mode})
+    best = "step-000000002" if mode == "min" else "step-000000004"
+    assert find_best_checkpoint(tmp_path).name == best
+    (tmp_path / "checkpoints" / best / TENSORS_FILE).write_bytes(b"damaged")
+    # A damaged best is skipped for the next best (min: the tie at step 3; max: 0.5 at step 1).
+    assert find_best_checkpoint(tmp_path).name == ("step-000000003" if mode == "min" else "step-000000001")
+    assert "skipping damaged checkpoint" in caplog.text
+    assert find_best_checkpoint(tmp_path / "checkpoints" / "step-000000005").name == "step-000000005"

@@ -197,7 +197,8 @@ class ErrorRate(Metric):
     """Counts edit operations between hypothesis and reference texts; see the module docstring.
 
     ``update(predictions, targets)`` takes the hypotheses and the references, as
-    lists of strings of the same length. ``compute()`` gives, for ``name="wer"``:
+    lists of strings of the same length. ``prefix`` replaces the metric's name in every key
+    (``test_wer``, ...). ``compute()`` gives, for the name ``wer``:
     ``wer`` (a fraction, not a percentage), ``wer_substitutions``,
     ``wer_deletions``, ``wer_insertions``, ``wer_reference_<units>``,
     ``wer_utterances`` and ``wer_sentence_error_rate``.
@@ -206,12 +207,13 @@ class ErrorRate(Metric):
     unit: Unit = "word"
     unit_plural: str = "words"
 
-    def __init__(self, name: str | None = None) -> None:
+    def __init__(self, prefix: str | None = None) -> None:
+        # Not called "name": in a recipe, "name" is the registered metric (wer, cer).
         super().__init__()
-        if name is not None:
-            if not isinstance(name, str) or not name:
-                raise ValueError(f"{type(self).__name__}: name must be a non-empty string, got {name!r}")
-            self.name = name
+        if prefix is not None:
+            if not isinstance(prefix, str) or not prefix:
+                raise ValueError(f"{type(self).__name__}: prefix must be a non-empty string, got {prefix!r}")
+            self.name = prefix
         for key in ErrorCounts._fields:
             self.add_count(key, torch.zeros((), dtype=torch.int64))
 

@@ -1,6 +1,6 @@
 """Attention over an encoder memory, for decoders that run one step at a time.
 
-Every attention here has the same two calls, so a decoder can hold any of them:
+Every attention here has the same two calls (from :class:`MemoryAttention`), so a decoder can hold any of them:
 
 - ``keys(memory [B, S, D]) -> [B, S, A]``: the memory's projection, computed once per
   utterance (it goes into the decoder state, batch first like everything there);
@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from cadence.models.masking import valid_positions
 
-__all__ = ["ContentAttention", "LocationAwareAttention", "masked_softmax", "valid_positions"]
+__all__ = ["ContentAttention", "LocationAwareAttention", "MemoryAttention", "masked_softmax", "valid_positions"]
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -35,7 +35,35 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
 
 
-class ContentAttention(nn.Module):
+class MemoryAttention(nn.Module):
+    """What every attention here shares: keys from ``memory_projection``, then a masked softmax of
+    ``scores`` weighting the memory. A subclass creates ``memory_projection`` itself (so its layers
+    are initialized in its own order) and defines ``scores``.
+    """
+
+    memory_projection: nn.Linear
+
+    def keys(self, memory: torch.Tensor) -> torch.Tensor:  # [B, S, D] -> [B, S, A]
+        return self.memory_projection(memory)
+
+    def scores(self, query: torch.Tensor, keys: torch.Tensor, previous_weights: torch.Tensor) -> torch.Tensor:
+        """query [N, Q], keys [N, S, A], previous_weights [N, S] -> unnormalized scores [N, S]."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        query: torch.Tensor,  # [N, Q]
+        keys: torch.Tensor,  # [N, S, A]
+        memory: torch.Tensor,  # [N, S, D]
+        memory_mask: torch.Tensor,  # [N, S] bool, True on valid frames
+        previous_weights: torch.Tensor,  # [N, S], 0 beyond each length
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        weights = masked_softmax(self.scores(query, keys, previous_weights), memory_mask)  # [N, S]
+        context = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)  # [N, D]
+        return context, weights
+
+
+class ContentAttention(MemoryAttention):
     """Attention from content alone.
 
     - ``score="dot"``: ``<phi(query), psi(memory)> / sqrt(A)`` with linear projections phi, psi
@@ -55,28 +83,14 @@ class ContentAttention(nn.Module):
         self.memory_projection = nn.Linear(memory_size, attention_size)
         self.energy = nn.Linear(attention_size, 1, bias=False) if score == "additive" else None
 
-    def keys(self, memory: torch.Tensor) -> torch.Tensor:  # [B, S, D] -> [B, S, A]
-        return self.memory_projection(memory)
-
-    def forward(
-        self,
-        query: torch.Tensor,  # [N, Q]
-        keys: torch.Tensor,  # [N, S, A]
-        memory: torch.Tensor,  # [N, S, D]
-        memory_mask: torch.Tensor,  # [N, S] bool, True on valid frames
-        previous_weights: torch.Tensor,  # [N, S], unused
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def scores(self, query: torch.Tensor, keys: torch.Tensor, previous_weights: torch.Tensor) -> torch.Tensor:
         projected = self.query_projection(query)  # [N, A]
         if self.energy is None:
-            scores = torch.bmm(keys, projected.unsqueeze(2)).squeeze(2) / math.sqrt(keys.shape[-1])  # [N, S]
-        else:
-            scores = self.energy(torch.tanh(keys + projected.unsqueeze(1))).squeeze(2)  # [N, S]
-        weights = masked_softmax(scores, memory_mask)  # [N, S]
-        context = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)  # [N, D]
-        return context, weights
+            return torch.bmm(keys, projected.unsqueeze(2)).squeeze(2) / math.sqrt(keys.shape[-1])  # [N, S]
+        return self.energy(torch.tanh(keys + projected.unsqueeze(1))).squeeze(2)  # [N, S]
 
 
-class LocationAwareAttention(nn.Module):
+class LocationAwareAttention(MemoryAttention):
     """Additive attention that also sees where it attended at the previous step (Chorowski et al. 2015).
 
     ``w . tanh(W query + V memory + U f + b)`` with location features ``f = conv(previous_weights)``:
@@ -105,20 +119,8 @@ class LocationAwareAttention(nn.Module):
         self.location_projection = nn.Linear(location_channels, attention_size, bias=False)
         self.energy = nn.Linear(attention_size, 1, bias=False)
 
-    def keys(self, memory: torch.Tensor) -> torch.Tensor:  # [B, S, D] -> [B, S, A]
-        return self.memory_projection(memory)
-
-    def forward(
-        self,
-        query: torch.Tensor,  # [N, Q]
-        keys: torch.Tensor,  # [N, S, A]
-        memory: torch.Tensor,  # [N, S, D]
-        memory_mask: torch.Tensor,  # [N, S] bool, True on valid frames
-        previous_weights: torch.Tensor,  # [N, S], 0 beyond each length
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def scores(self, query: torch.Tensor, keys: torch.Tensor, previous_weights: torch.Tensor) -> torch.Tensor:
         location = self.location_convolution(previous_weights.unsqueeze(1))  # [N, channels, S]
         location = self.location_projection(location.transpose(1, 2))  # [N, S, A]
         hidden = torch.tanh(keys + location + self.query_projection(query).unsqueeze(1))  # [N, S, A]
-        weights = masked_softmax(self.energy(hidden).squeeze(2), memory_mask)  # [N, S]
-        context = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)  # [N, D]
-        return context, weights
+        return self.energy(hidden).squeeze(2)  # [N, S]

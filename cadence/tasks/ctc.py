@@ -98,22 +98,16 @@ class CTCTask(TranscriptionTask):
 
     def training_step(self, batch: Any) -> StepOutput:
         log_probs, output_lengths = self.forward_batch(batch)
-        parts = self.loss_parts(batch, log_probs, output_lengths)
-        self.add_l2_penalty(parts)
-        return StepOutput(loss=self.total_loss(parts), losses=parts, batch_size=len(batch))
+        return self.training_output(batch, self.loss_parts(batch, log_probs, output_lengths))
 
     def validation_step(self, batch: Any) -> StepOutput:
         log_probs, output_lengths = self.forward_batch(batch)
         parts = self.loss_parts(batch, log_probs, output_lengths)
-        hypotheses = self.texts(self.decode(log_probs, output_lengths))
-        references = self.references(batch)
-        return StepOutput(
-            loss=self.total_loss(parts), losses=parts, predictions=hypotheses, targets=references,
-            batch_size=len(batch), records=self.records(batch, references, hypotheses),
-        )
+        return self.evaluation_output(batch, parts, self.decode(log_probs, output_lengths))
 
     @torch.no_grad()
     def transcribe(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         features, feature_lengths = self.compute_features(waveforms, lengths)
         logits, output_lengths = self.model(features, feature_lengths)
-        return self.texts(self.decode(F.log_softmax(logits.float(), dim=-1), output_lengths))
+        hypotheses = self.decode(F.log_softmax(logits.float(), dim=-1), output_lengths)
+        return [self.tokenizer.decode(tokens) for tokens in hypotheses]

@@ -62,6 +62,8 @@ class Seq2SeqTask(TranscriptionTask):
             raise ConfigError("task.losses.ctc: the model has no CTC head; enable it in the model (ctc_head: true) or drop the loss")
         if decoding.ctc_weight > 0 and not has_ctc_head:
             raise ConfigError("task.decoding.ctc_weight: joint decoding needs a model with a CTC head (ctc_head: true)")
+        if decoding.ctc_weight > 0 and decoding.method != "beam":
+            raise ConfigError("task.decoding.ctc_weight: joint CTC/attention scoring is a beam search; set decoding.method: beam")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"task.label_smoothing must be in [0, 1), got {label_smoothing}")
         if not 0.0 <= scheduled_sampling <= 1.0:
@@ -139,20 +141,14 @@ class Seq2SeqTask(TranscriptionTask):
 
     def training_step(self, batch: Any) -> StepOutput:
         parts, _, _ = self.loss_parts(batch)
-        self.add_l2_penalty(parts)
-        return StepOutput(loss=self.total_loss(parts), losses=parts, batch_size=len(batch))
+        return self.training_output(batch, parts)
 
     def validation_step(self, batch: Any) -> StepOutput:
         parts, memory, memory_lengths = self.loss_parts(batch)
-        hypotheses = self.texts(self.decode(memory, memory_lengths))
-        references = self.references(batch)
-        return StepOutput(
-            loss=self.total_loss(parts), losses=parts, predictions=hypotheses, targets=references,
-            batch_size=len(batch), records=self.records(batch, references, hypotheses),
-        )
+        return self.evaluation_output(batch, parts, self.decode(memory, memory_lengths))
 
     @torch.no_grad()
     def transcribe(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         features, feature_lengths = self.compute_features(waveforms, lengths)
         memory, memory_lengths = self.model.encode(features, feature_lengths)
-        return self.texts(self.decode(memory, memory_lengths))
+        return [self.tokenizer.decode(tokens) for tokens in self.decode(memory, memory_lengths)]

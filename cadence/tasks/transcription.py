@@ -17,6 +17,7 @@ from torch import nn
 from cadence.errors import ConfigError
 from cadence.metrics.error_rate import utterance_errors
 from cadence.losses import LossTerm, check_loss_terms, combine_losses, l2_penalty
+from cadence.tasks.base import StepOutput
 
 logger = logging.getLogger("cadence")
 
@@ -93,16 +94,21 @@ class TranscriptionTask(nn.Module):
         targets, lengths = batch.targets.tolist(), batch.target_lengths.tolist()  # host sync, evaluation only
         return [self.tokenizer.decode(tokens[:length]) for tokens, length in zip(targets, lengths)]
 
-    def texts(self, hypotheses: list[list[int]]) -> list[str]:
-        return [self.tokenizer.decode(tokens) for tokens in hypotheses]
-
-    def add_l2_penalty(self, parts: dict[str, torch.Tensor]) -> None:
-        if self.l2_penalty > 0 and self.training:
+    def training_output(self, batch: Any, parts: dict[str, torch.Tensor]) -> StepOutput:
+        """The weighted training loss of the named ``parts`` (plus the L2 penalty, when asked)."""
+        if self.l2_penalty > 0:
             parts["l2"] = self.l2_penalty * l2_penalty(self.model)
+        loss = combine_losses(parts, self.losses)
+        return StepOutput(loss=loss + parts["l2"] if "l2" in parts else loss, losses=parts, batch_size=len(batch))
 
-    def total_loss(self, parts: dict[str, torch.Tensor]) -> torch.Tensor:
-        total = combine_losses(parts, self.losses)
-        return total + parts["l2"] if "l2" in parts else total
+    def evaluation_output(self, batch: Any, parts: dict[str, torch.Tensor], hypotheses: list[list[int]]) -> StepOutput:
+        """Losses, and hypotheses against references as text (for ``wer``/``cer`` and the records)."""
+        texts = [self.tokenizer.decode(tokens) for tokens in hypotheses]
+        references = self.references(batch)
+        return StepOutput(
+            loss=combine_losses(parts, self.losses), losses=parts, predictions=texts, targets=references,
+            batch_size=len(batch), records=self.records(batch, references, texts),
+        )
 
     @staticmethod
     def records(batch: Any, references: list[str], hypotheses: list[str]) -> list[dict[str, Any]]:

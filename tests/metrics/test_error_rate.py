@@ -217,7 +217,7 @@ def test_nothing_counted_gives_nan_rates_and_zero_counts():
 
 
 def test_name_prefixes_every_key():
-    metric = CharacterErrorRate(name="test_cer")
+    metric = CharacterErrorRate(prefix="test_cer")
     metric.update(["ab"], ["ab"])
     assert set(metric.compute()) == {
         "test_cer", "test_cer_substitutions", "test_cer_deletions", "test_cer_insertions",

@@ -88,6 +88,8 @@ def test_configuration_errors_name_the_fix():
     with pytest.raises(ConfigError, match="no CTC head"):
         Seq2SeqTask(small_las(tokenizer, ctc_head=False), tokenizer=tokenizer, losses={"attention": LossTerm(), "ctc": LossTerm()})
     with pytest.raises(ConfigError, match="joint decoding needs"):
-        Seq2SeqTask(small_las(tokenizer, ctc_head=False), tokenizer=tokenizer, decoding=DecodingOptions(ctc_weight=0.5))
+        Seq2SeqTask(small_las(tokenizer, ctc_head=False), tokenizer=tokenizer, decoding=DecodingOptions(method="beam", ctc_weight=0.5))
+    with pytest.raises(ConfigError, match="set decoding.method: beam"):
+        Seq2SeqTask(small_las(tokenizer), tokenizer=tokenizer, decoding=DecodingOptions(ctc_weight=0.5))
     with pytest.raises(ValueError, match="scheduled_sampling"):
         Seq2SeqTask(small_las(tokenizer), tokenizer=tokenizer, scheduled_sampling=1.5)
