@@ -100,6 +100,13 @@ def schema_from_signature(factory: Callable[..., Any], exclude: Iterable[str] = 
     for parameter in inspect.signature(factory).parameters.values():
         if parameter.name in exclude or parameter.name == "self":
             continue
+        if parameter.name == "name":
+            # In a recipe, "name" says which registered component to build; a parameter of the
+            # same name would be overwritten in the resolved config, which then no longer loads.
+            raise TypeError(
+                f"{getattr(factory, '__qualname__', factory)!r} has a parameter called 'name', which recipes use for the "
+                "registered component's name; rename the parameter (e.g. 'prefix' or 'label')"
+            )
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
         annotation = hints.get(parameter.name, Any)

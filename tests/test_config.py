@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cadence.build import resolve
@@ -80,3 +82,21 @@ def test_recipe_file_errors(tmp_path):
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_recipe(python_tag)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_component_parameter_called_name_is_refused_with_the_fix():
+    from cadence.registry import schema_from_signature
+
+    class Prefixed:
+        def __init__(self, name: str | None = None): ...
+
+    with pytest.raises(TypeError, match="parameter called 'name'.*rename the parameter"):
+        schema_from_signature(Prefixed)
+
+
+def test_a_resolved_text_recipe_validates_again():
+    # What a checkpoint stores must load back: every component keeps its registered name.
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "fsdd" / "asr_las.yaml")
+    resolved = resolve(recipe)
+    assert [metric["name"] for metric in resolved["metrics"]] == ["wer", "cer"]
+    assert validate_recipe(resolved).task.name == "seq2seq"

@@ -74,6 +74,18 @@ def test_transcribe_gives_the_evaluation_hypotheses_and_reads_fsdd_recordings(ds
     assert printed[3]["audio"] == str(recording) and set(printed[3]["text"].split()) <= vocabulary
 
 
+@pytest.mark.parametrize("tokenizer", [["data.tokenizer.kind=char"], ["data.tokenizer.kind=sentencepiece", "data.tokenizer.vocab_size=20"]])
+def test_character_and_sentencepiece_tokenizers_train_and_travel_in_the_checkpoint(tokenizer, tmp_path, fsdd_root):
+    directory = tmp_path / "run"
+    results = train("asr_ds2.yaml", directory, "trainer.max_epochs=1", *tokenizer)
+    saved = json.loads((directory / "data" / "tokenizer.json").read_text())
+    assert saved["kind"] == tokenizer[0].split("=")[1]
+    task = cadence.load(directory)
+    assert task.tokenizer.to_dict() == saved  # from the checkpoint alone
+    assert task.model.head.out_features == len(task.tokenizer) + 1
+    assert results["test"]["test/cer_reference_characters"] > 0
+
+
 @pytest.mark.parametrize("recipe", ["asr_las.yaml", "asr_tds.yaml"])
 def test_attention_recipes_train_and_decode(recipe, tmp_path, fsdd_root):
     results = train(recipe, tmp_path / "run", "trainer.max_epochs=1")
@@ -86,3 +98,13 @@ def test_asr_recipe_resumes_exactly(tmp_path, fsdd_root, capsys):
     overrides = [*TINY_DATA, *TINY_MODELS["asr_las.yaml"], "task.scheduled_sampling=0.3"]
     assert main(["verify-resume", str(RECIPES / "asr_las.yaml"), *overrides, "--steps", "5"]) == 0
     assert json.loads(capsys.readouterr().out)["identical"]
+
+
+def test_transcribe_and_eval_name_what_is_wrong(ds2_run, tmp_path, capsys):
+    directory, _ = ds2_run
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF0000WAVEfmt not really audio")
+    assert main(["transcribe", str(directory), str(broken)]) == 2
+    assert str(broken) in capsys.readouterr().err
+    assert main(["eval", str(directory / "nowhere")]) == 2
+    assert "no checkpoint or experiment folder" in capsys.readouterr().err

@@ -93,3 +93,17 @@ def test_configuration_errors_name_the_fix():
         Seq2SeqTask(small_las(tokenizer), tokenizer=tokenizer, decoding=DecodingOptions(ctc_weight=0.5))
     with pytest.raises(ValueError, match="scheduled_sampling"):
         Seq2SeqTask(small_las(tokenizer), tokenizer=tokenizer, scheduled_sampling=1.5)
+
+
+def test_an_evaluation_only_loss_is_reported_but_not_trained():
+    tokenizer = WordTokenizer.from_texts(WORDS)
+    task = Seq2SeqTask(
+        small_las(tokenizer), tokenizer=tokenizer,
+        losses={"attention": LossTerm(weight=0.5), "ctc": LossTerm(weight=0.3, evaluation_only=True)},
+    )
+    batch = text_batch(tokenizer, WORDS)
+    output = task.training_step(batch)
+    assert set(output.losses) == {"attention", "ctc"}
+    assert output.loss.item() == pytest.approx(0.5 * output.losses["attention"].item())
+    output.loss.backward()
+    assert all(parameter.grad is None for parameter in task.model.ctc_head.parameters())
