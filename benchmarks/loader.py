@@ -37,7 +37,7 @@ from cadence.data.loader import AudioDataLoader  # noqa: E402
 from cadence.data.manifest import Manifest  # noqa: E402
 from cadence.data.processor import AudioDataProcessor  # noqa: E402
 from cadence.data.sampler import BatchingOptions, BatchSampler  # noqa: E402
-from cadence.device import resolve_device  # noqa: E402
+from cadence.runtime.device import resolve_device  # noqa: E402
 
 SAMPLE_RATE = 8000
 

@@ -39,8 +39,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cadence.callbacks import Callback  # noqa: E402
-from cadence.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from cadence.checkpointing import CheckpointPolicy  # noqa: E402
+from cadence.checkpoint.format import load_checkpoint, save_checkpoint  # noqa: E402
+from cadence.checkpoint.retention import CheckpointPolicy  # noqa: E402
 from cadence.corpora.fsdd import find_fsdd, prepare_fsdd  # noqa: E402
 from cadence.data.dataset import AudioDataset  # noqa: E402
 from cadence.data.features import LogMel  # noqa: E402
@@ -50,7 +50,7 @@ from cadence.data.processor import AudioDataProcessor  # noqa: E402
 from cadence.data.sampler import BatchingOptions, BatchSampler  # noqa: E402
 from cadence.experiment import Experiment  # noqa: E402
 from cadence.models.cnn_classifier import CNNClassifier  # noqa: E402
-from cadence.rng import seed_everything  # noqa: E402
+from cadence.checkpoint.rng import seed_everything  # noqa: E402
 from cadence.tasks import ClassificationTask  # noqa: E402
 from cadence.trainer import Trainer  # noqa: E402
 

@@ -1,5 +1,5 @@
 import sys
 
-from cadence.cli import main
+from cadence.commands.cli import main
 
 sys.exit(main())

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
 
-from cadence.data.manifest import write_bytes_atomic
-from cadence.data.sampler import distributed_rank_and_size
-from cadence.device import move_to_device
+from cadence.runtime.files import write_bytes_atomic
+from cadence.runtime.distributed import distributed_rank_and_size
+from cadence.runtime.device import move_to_device
 from cadence.epoch_batches import length
-from cadence.logs import progress
+from cadence.runtime.logs import progress
 from cadence.metrics import Mean
 
 if TYPE_CHECKING:

@@ -3,7 +3,7 @@
 Layout::
 
     EXP_DIR/
-      config.yaml  config.sha256  provenance.json  code/     (written by cadence.build / the CLI)
+      config.yaml  config.sha256  provenance.json  code/     (written by cadence.config.build / the CLI)
       train.log  metrics.jsonl  tensorboard/  checkpoints/  results.json
 
 >>> import tempfile
@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cadence.data.manifest import write_bytes_atomic
+from cadence.runtime.files import write_bytes_atomic, write_json_atomic
 from cadence.errors import CadenceError
-from cadence.logs import add_file_logging, get_logger, remove_handler
+from cadence.runtime.logs import add_file_logging, get_logger, remove_handler
 
 
 def unique_directory(root: str | Path, name: str) -> Path:
@@ -34,11 +34,6 @@ def unique_directory(root: str | Path, name: str) -> Path:
         suffix += 1
         candidate = Path(root) / name / f"{stamp}-{suffix}"
     return candidate
-
-
-def write_json_atomic(path: Path, content: Any) -> None:
-    """Write JSON to a temporary file, then rename: a reader never sees half a file."""
-    write_bytes_atomic(path, (json.dumps(content, indent=2, default=str) + "\n").encode("utf-8"))
 
 
 class Experiment:

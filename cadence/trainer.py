@@ -33,19 +33,23 @@ import torch
 from torch import nn
 
 from cadence.callbacks.base import Callback
-from cadence.checkpoint import Checkpointer, load_checkpoint
-from cadence.checkpointing import CheckpointPolicy, StopRequests, TrainingInterrupted, checkpoints_to_delete, find_checkpoint, listing
-from cadence.config import config_hash
-from cadence.device import move_to_device, resolve_device
+from cadence.checkpoint.checkpointer import Checkpointer
+from cadence.checkpoint.format import load_checkpoint
+from cadence.checkpoint.retention import CheckpointPolicy, checkpoints_to_delete
+from cadence.runtime.signals import StopRequests
+from cadence.errors import TrainingInterrupted
+from cadence.checkpoint.checkpointer import find_checkpoint, listing
+from cadence.config.schema import config_hash
+from cadence.runtime.device import move_to_device, resolve_device
 from cadence.epoch_batches import is_last_batch, length, remaining_batches, until_stopped
 from cadence.errors import ConfigError
 from cadence.evaluation import evaluate
 from cadence.experiment import Experiment
-from cadence.logs import get_logger, progress
+from cadence.runtime.logs import get_logger, progress
 from cadence.metrics import Metric
 from cadence.optim import is_plateau_scheduler
 from cadence.reporting import format_metrics, learning_rate_logs, results_of
-from cadence.snapshot import capture, restore
+from cadence.checkpoint.snapshot import capture, restore
 from cadence.state import TrainState
 from cadence.tasks.base import StepOutput, check_task
 
@@ -384,7 +388,7 @@ class Trainer:
     def from_checkpoint(cls, checkpoint: str | Path, experiment: Experiment | None = None) -> Trainer:
         """Rebuild data, task, optimizer, schedule, callbacks and Trainer from a checkpoint's
         config; the next ``fit()`` restores every state and continues (see :mod:`cadence.serialization`)."""
-        from cadence.serialization import trainer_from_checkpoint
+        from cadence.config.rebuild import trainer_from_checkpoint
 
         return trainer_from_checkpoint(checkpoint, experiment)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cadence import ClassificationTask, Experiment, Trainer
-from cadence.logs import setup_console_logging
+from cadence.runtime.logs import setup_console_logging
 
 
 def fit_once(directory, loaders):

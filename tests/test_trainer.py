@@ -153,7 +153,7 @@ def test_unknown_monitor_is_a_clear_error(loaders):
 def test_batches_of_any_nesting_reach_the_device():
     from dataclasses import dataclass
 
-    from cadence.device import move_to_device
+    from cadence.runtime.device import move_to_device
 
     @dataclass
     class Pair:

@@ -56,10 +56,11 @@ from typing import Any
 import numpy as np
 import soundfile
 
-import cadence
+from cadence.version import __version__
 from cadence.corpora.fsdd import _RECORDING_NAME, DIGIT_WORDS, FSDD_TEST_TAKES, find_fsdd
 from cadence.corpora.generated_folder import GeneratedFolder
-from cadence.data.manifest import ManifestEntry, write_bytes_atomic, write_manifest
+from cadence.data.manifest import ManifestEntry, write_manifest
+from cadence.runtime.files import write_bytes_atomic
 from cadence.errors import DataError
 
 __all__ = [
@@ -345,7 +346,7 @@ def prepare_connected_digits(
             "source": {"root": str(root), "recordings": recording_count, "fingerprint": fingerprint},
             "utterances": utterances,
             "seconds": seconds,
-            "cadence_version": getattr(cadence, "__version__", None),
+            "cadence_version": __version__,
         }
         folder.write_description(description)
     logger.info(

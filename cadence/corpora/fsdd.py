@@ -24,7 +24,6 @@ import zlib
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-import cadence
 from cadence.data.audio import audio_header
 from cadence.data.manifest import ManifestEntry, write_labels, write_manifest
 from cadence.errors import DataError
@@ -85,7 +84,7 @@ def _require_fsdd(folder: Path, source: str) -> Path:
 
 def _shared_candidates() -> list[Path]:
     """The project's shared copy: beside the checkout, or beside the current directory."""
-    checkout_parent = Path(cadence.__file__).resolve().parents[2]
+    checkout_parent = Path(__file__).resolve().parents[3]  # <checkout>/cadence/corpora/fsdd.py
     return [checkout_parent / "shared" / "data" / "fsdd", Path.cwd().parent / "shared" / "data" / "fsdd"]
 
 

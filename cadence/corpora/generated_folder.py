@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from cadence.data.manifest import write_bytes_atomic
+from cadence.runtime.files import write_bytes_atomic
 from cadence.errors import DataError
 
 try:  # POSIX; elsewhere concurrent preparation of one folder is simply not guarded

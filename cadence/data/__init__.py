@@ -11,7 +11,6 @@ from cadence.data.manifest import (
     manifest_sha256,
     read_labels,
     read_manifest,
-    write_bytes_atomic,
     write_labels,
     write_manifest,
 )
@@ -71,7 +70,6 @@ __all__ = [
     "read_labels",
     "read_manifest",
     "tokenizer_from_dict",
-    "write_bytes_atomic",
     "write_labels",
     "write_manifest",
 ]

@@ -2,7 +2,7 @@
 
 ``manifests`` reads any train/valid/test JSON Lines manifests; ``fsdd`` first writes FSDD's
 manifests (digits, speakers, or the generated connected-digits corpus) into the
-experiment folder and then does the same. Both return a :class:`cadence.build.DataBundle`
+experiment folder and then does the same. Both return a :class:`cadence.config.build.DataBundle`
 whose loaders are :class:`~cadence.data.loader.AudioDataLoader` objects:
 
 - training: batches planned by ``batching`` (a :class:`~cadence.data.sampler.BatchingOptions`),
@@ -28,7 +28,8 @@ from cadence.data.dataset import AudioDataset
 from cadence.data.loader import AudioDataLoader, Quarantine
 from cadence.data.manifest import Manifest, read_labels
 from cadence.data.processor import AudioDataProcessor, TargetKind
-from cadence.data.sampler import BatchingOptions, BatchSampler, distributed_rank_and_size
+from cadence.data.sampler import BatchingOptions, BatchSampler
+from cadence.runtime.distributed import distributed_rank_and_size
 from cadence.data.tokenizers import TokenizerOptions, build_tokenizer
 from cadence.errors import DataError
 
@@ -102,7 +103,7 @@ def manifests(
     Transcript characters (or words) the tokenizer does not know are an error here, listing
     them all, unless ``tokenizer.unknown`` is ``map``.
     """
-    from cadence.build import DataBundle  # late import: build imports this module's registry entry
+    from cadence.config.build import DataBundle  # late import: build imports this module's registry entry
 
     paths = {"train": Path(train), "valid": Path(valid) if valid else None, "test": Path(test) if test else None}
     read = {split: Manifest.read(path) for split, path in paths.items() if path is not None}

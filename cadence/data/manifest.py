@@ -44,6 +44,7 @@ import numpy as np
 
 from cadence.data.packed import PackedStrings
 from cadence.errors import DataError
+from cadence.runtime.files import file_sha256, write_bytes_atomic
 
 __all__ = [
     "Manifest",
@@ -192,40 +193,12 @@ def write_manifest(path: str | Path, entries: Iterable[ManifestEntry | Mapping[s
     write_bytes_atomic(path, "".join(lines).encode("utf-8"))
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
-
-    Temp file in the same folder, fsync, rename, fsync of the folder.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    folder_descriptor = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder_descriptor)
-    finally:
-        os.close(folder_descriptor)
-
-
 def manifest_sha256(path: str | Path) -> str:
     """Hex sha256 of the manifest's bytes (recorded in an experiment's provenance)."""
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        return file_sha256(path)
     except OSError as error:
         raise DataError(f"{path}: cannot hash manifest ({error.strerror or error}); check the path") from None
-    return digest.hexdigest()
 
 
 def write_labels(path: str | Path, names: Iterable[str]) -> None:

@@ -55,7 +55,9 @@ import pydantic
 import torch
 from torch.utils.data import Sampler
 
-__all__ = ["BatchPlan", "BatchSampler", "BatchingOptions", "build_plan", "distributed_rank_and_size", "frame_counts"]
+from cadence.runtime.distributed import distributed_rank_and_size
+
+__all__ = ["BatchPlan", "BatchSampler", "BatchingOptions", "build_plan", "frame_counts"]
 
 logger = logging.getLogger("cadence")
 
@@ -268,13 +270,6 @@ def build_plan(
     np.cumsum([len(batch) for batch in batches], out=bounds[1:])
     dropped = {reason: count for reason, count in dropped.items() if count}
     return BatchPlan(owners[positions], starts[positions], lengths[positions], bounds, dropped, global_batches)
-
-
-def distributed_rank_and_size() -> tuple[int, int]:
-    """(rank, world size) of the initialised ``torch.distributed`` process group, else (0, 1)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 class BatchSampler(Sampler[list]):

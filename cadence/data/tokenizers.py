@@ -47,7 +47,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import pydantic
 
-from cadence.data.manifest import write_bytes_atomic
+from cadence.runtime.files import write_bytes_atomic
 from cadence.errors import ConfigError, DataError
 
 __all__ = [

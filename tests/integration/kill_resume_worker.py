@@ -47,10 +47,10 @@ def record(directory: Path, event: str, **fields) -> None:
 def record_every_load(directory: Path) -> None:
     """Wrap the checkpoint loader wherever cadence imported it (the Trainer among them), so
     every loaded path is on record."""
-    import cadence.checkpoint
+    import cadence.checkpoint.format
     import cadence.trainer  # noqa: F401  (imported here so that its name is replaced too)
 
-    load = cadence.checkpoint.load_checkpoint
+    load = cadence.checkpoint.format.load_checkpoint
 
     def recorded_load(folder, *arguments, **keywords):
         record(directory, "load", path=str(Path(folder).resolve()))
@@ -66,9 +66,9 @@ def slow_down_saves(seconds: float) -> None:
     folder (``seconds`` before each), a deleted checkpoint lying under its ``.trash-`` name
     (``seconds``), and a replaced one set aside there while the new one is not in place yet
     (``4 * seconds``: the rarest window, and the one where a kill would lose a checkpoint)."""
-    import cadence.checkpoint
+    import cadence.checkpoint.format
 
-    write = cadence.checkpoint._write_durably
+    write = cadence.checkpoint.format._write_durably
     rename = os.rename
 
     def slow_write(path, data):
@@ -78,13 +78,13 @@ def slow_down_saves(seconds: float) -> None:
     def slow_rename(source, destination, *arguments, **keywords):
         rename(source, destination, *arguments, **keywords)
         source, destination = Path(source), Path(destination)
-        if destination.name.startswith(cadence.checkpoint.TRASH_PREFIX):
-            new_version = f"{cadence.checkpoint.TEMPORARY_PREFIX}{source.name}-"
+        if destination.name.startswith(cadence.checkpoint.format.TRASH_PREFIX):
+            new_version = f"{cadence.checkpoint.format.TEMPORARY_PREFIX}{source.name}-"
             replacing = any(entry.name.startswith(new_version) for entry in source.parent.iterdir())
             time.sleep(4 * seconds if replacing else seconds)
 
-    cadence.checkpoint._write_durably = slow_write
-    os.rename = slow_rename  # this process only; cadence.checkpoint calls os.rename
+    cadence.checkpoint.format._write_durably = slow_write
+    os.rename = slow_rename  # this process only; cadence.checkpoint.format calls os.rename
 
 
 def build_manifests(fsdd_root: Path):
@@ -105,8 +105,8 @@ def build_manifests(fsdd_root: Path):
 
 def newest_checkpoint(directory: Path) -> tuple[str, int] | None:
     """``(name, global_step)`` of the newest checkpoint with a manifest, read without loading it."""
-    from cadence.checkpoint import Checkpointer
-    from cadence.checkpointing import listing
+    from cadence.checkpoint.checkpointer import Checkpointer
+    from cadence.checkpoint.checkpointer import listing
 
     entries = listing(Checkpointer(directory / "checkpoints"))
     return max(((name, step) for name, step, _ in entries), key=lambda entry: entry[1], default=None)
@@ -117,7 +117,7 @@ def train(directory: Path, fsdd_root: Path, max_steps: int, on_fit_start=None) -
     import torch
 
     from cadence.callbacks import Callback
-    from cadence.checkpointing import CheckpointPolicy
+    from cadence.checkpoint.retention import CheckpointPolicy
     from cadence.data.dataset import AudioDataset
     from cadence.data.features import LogMel
     from cadence.data.loader import AudioDataLoader
@@ -127,7 +127,7 @@ def train(directory: Path, fsdd_root: Path, max_steps: int, on_fit_start=None) -
     from cadence.data.spec_augment import SpecAugment
     from cadence.experiment import Experiment
     from cadence.models.cnn_classifier import CNNClassifier
-    from cadence.rng import seed_everything
+    from cadence.checkpoint.rng import seed_everything
     from cadence.tasks import ClassificationTask
     from cadence.trainer import Trainer
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import cadence
-from cadence.cli import main
+from cadence.commands.cli import main
 from cadence.corpora.connected_digits import prepare_connected_digits
 from cadence.data.manifest import read_manifest
 

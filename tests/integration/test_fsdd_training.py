@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cadence.checkpoint import load_checkpoint, verify_checkpoint
-from cadence.run import train_recipe
+from cadence.checkpoint.format import load_checkpoint, verify_checkpoint
+from cadence.commands.train import train_recipe
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 QUICK = ["data.max_train_utterances=240", "data.max_eval_utterances=60", "trainer.max_epochs=2", "trainer.progress_bar=false"]

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from cadence.checkpoint import MANIFEST_FILE, TEMPORARY_PREFIX, TRASH_PREFIX, is_temporary, load_checkpoint
-from cadence.verify import differences
+from cadence.checkpoint.format import MANIFEST_FILE, TEMPORARY_PREFIX, TRASH_PREFIX, is_temporary, load_checkpoint
+from cadence.commands.verify import differences
 
 WORKER = Path(__file__).with_name("kill_resume_worker.py")
 MAX_STEPS = 30

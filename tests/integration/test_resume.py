@@ -14,8 +14,8 @@ import torch
 
 from cadence import Trainer
 from cadence.callbacks import EarlyStopping
-from cadence.checkpoint import load_checkpoint
-from cadence.checkpointing import CheckpointPolicy
+from cadence.checkpoint.format import load_checkpoint
+from cadence.checkpoint.retention import CheckpointPolicy
 from cadence.data.dataset import AudioDataset
 from cadence.data.features import LogMel
 from cadence.data.loader import AudioDataLoader
@@ -27,9 +27,9 @@ from cadence.data.spec_augment import SpecAugment
 from cadence.experiment import Experiment
 from cadence.metrics import Accuracy
 from cadence.models.cnn_classifier import CNNClassifier
-from cadence.rng import seed_everything
+from cadence.checkpoint.rng import seed_everything
 from cadence.tasks import ClassificationTask
-from cadence.verify import differences
+from cadence.commands.verify import differences
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 BATCHES_PER_EPOCH = 6  # 96 training utterances, 16 a batch

@@ -11,9 +11,9 @@ import torch
 
 import cadence
 from cadence import Trainer
-from cadence.checkpoint import load_checkpoint
-from cadence.cli import main
-from cadence.run import config_diff
+from cadence.checkpoint.format import load_checkpoint
+from cadence.commands.cli import main
+from cadence.commands.train import config_diff
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 RECIPE = str(REPOSITORY / "recipes" / "fsdd" / "digits.yaml")

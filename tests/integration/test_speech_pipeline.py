@@ -10,10 +10,10 @@ import pytest
 import soundfile
 import yaml
 
-from cadence.checkpoint import load_checkpoint
+from cadence.checkpoint.format import load_checkpoint
 from cadence.data.manifest import ManifestEntry, write_manifest
 from cadence.errors import DataError
-from cadence.run import train_recipe
+from cadence.commands.train import train_recipe
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 

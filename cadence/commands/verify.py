@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from cadence.checkpoint import load_checkpoint
+from cadence.checkpoint.format import load_checkpoint
 from cadence.errors import ConfigError
-from cadence.run import resume_experiment, train_recipe
+from cadence.commands.train import resume_experiment, train_recipe
 
 __all__ = ["differences", "verify_resume"]
 

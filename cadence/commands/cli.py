@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_train(arguments: argparse.Namespace) -> int:
-    from cadence.run import print_config, train_recipe
+    from cadence.commands.train import print_config, train_recipe
 
     if arguments.print_config:
         print(print_config(arguments.recipe, arguments.overrides), end="")
@@ -162,14 +162,14 @@ def print_summary(results: dict) -> None:
 
 
 def run_resume(arguments: argparse.Namespace) -> int:
-    from cadence.run import resume_experiment
+    from cadence.commands.train import resume_experiment
 
     print_summary(resume_experiment(arguments.experiment, arguments.overrides, arguments.checkpoint, arguments.allow_config_change))
     return 0
 
 
 def run_verify_resume(arguments: argparse.Namespace) -> int:
-    from cadence.verify import verify_resume
+    from cadence.commands.verify import verify_resume
 
     report = verify_resume(arguments.recipe, arguments.overrides, arguments.steps, arguments.interrupt_at)
     print(json.dumps(report, indent=2))
@@ -177,7 +177,7 @@ def run_verify_resume(arguments: argparse.Namespace) -> int:
 
 
 def run_eval(arguments: argparse.Namespace) -> int:
-    from cadence.inference import evaluate_checkpoint
+    from cadence.commands.inference import evaluate_checkpoint
 
     report = evaluate_checkpoint(arguments.checkpoint_override or arguments.checkpoint, arguments.split, arguments.device)
     print(json.dumps(report, indent=2))
@@ -185,7 +185,7 @@ def run_eval(arguments: argparse.Namespace) -> int:
 
 
 def run_transcribe(arguments: argparse.Namespace) -> int:
-    from cadence.inference import transcribe_files
+    from cadence.commands.inference import transcribe_files
 
     for result in transcribe_files(arguments.checkpoint, arguments.audio, arguments.device):
         print(json.dumps(result, ensure_ascii=False))

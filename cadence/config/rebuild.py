@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from cadence.checkpoint import load_checkpoint
-from cadence.checkpointing import find_best_checkpoint, find_checkpoint
-from cadence.config import RecipeConfig, validate_recipe
+from cadence.checkpoint.format import load_checkpoint
+from cadence.checkpoint.checkpointer import find_best_checkpoint, find_checkpoint
+from cadence.config.schema import RecipeConfig, validate_recipe
 from cadence.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> nn.Modul
     text task's tokenizer is in the checkpoint, so no data is read. The returned module has a
     ``config`` attribute with the resolved config.
     """
-    from cadence.build import build_task  # late import: build imports the trainer, which imports this module
+    from cadence.config.build import build_task  # late import: build imports the trainer, which imports this module
 
     path = find_best_checkpoint(checkpoint)
     state, _ = load_checkpoint(path)
@@ -95,7 +95,7 @@ def trainer_from_checkpoint(checkpoint: str | Path, experiment: Experiment | Non
 
     The data set is built again (``trainer.data``), so ``trainer.fit()`` needs no arguments.
     """
-    from cadence.build import build
+    from cadence.config.build import build
 
     path = find_checkpoint(checkpoint)
     state, _ = load_checkpoint(path)

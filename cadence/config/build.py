@@ -26,13 +26,13 @@ from typing import Any
 import pydantic
 from torch import nn
 
-from cadence import builtins  # noqa: F401  (registers the built-in components)
-from cadence.config import ComponentConfig, RecipeConfig, format_validation_error
+from cadence.config import components  # noqa: F401  (registers the built-in components)
+from cadence.config.schema import ComponentConfig, RecipeConfig, format_validation_error
 from cadence.errors import ConfigError
-from cadence.checkpointing import CheckpointPolicy
-from cadence.data.manifest import write_bytes_atomic
+from cadence.checkpoint.retention import CheckpointPolicy
+from cadence.runtime.files import write_bytes_atomic
 from cadence.data.pipeline import FeaturePipeline, compute_statistics
-from cadence.device import resolve_device
+from cadence.runtime.device import resolve_device
 from cadence.experiment import Experiment
 from cadence.registry import CALLBACKS, DATASETS, FEATURES, METRICS, MODELS, OPTIMIZERS, SCHEDULERS, TASKS, Registry
 from cadence.trainer import Trainer

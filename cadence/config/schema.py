@@ -83,7 +83,7 @@ class ExperimentConfig(pydantic.BaseModel):
 
 
 class RecipeConfig(pydantic.BaseModel):
-    """The whole recipe. Component sections are validated further by :func:`cadence.build`."""
+    """The whole recipe. Component sections are validated further by :func:`cadence.config.build.build`."""
 
     model_config = Strict
     name: str

@@ -36,6 +36,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from cadence.errors import CheckpointError
+from cadence.runtime.files import file_sha256
 
 FORMAT, VERSION = "cadence-checkpoint", 1
 TENSORS_FILE, STATE_FILE, MANIFEST_FILE = "tensors.safetensors", "state.json", "manifest.json"
@@ -200,14 +201,6 @@ class _Decoder:
         return raw.view(dtype).reshape([int(size) for size in payload["shape"]]).copy()
 
 
-def _sha256_of_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_durably(path: Path, data: bytes) -> None:
     with open(path, "xb") as file:  # "x": the temporary folder is new, so nothing is overwritten
         file.write(data)
@@ -269,7 +262,7 @@ def save_checkpoint(folder: str | Path, state: Mapping[str, Any], metadata: Mapp
         with open(temporary / TENSORS_FILE, "rb+") as tensors_file:  # save_file does not fsync
             os.fsync(tensors_file.fileno())
         _write_durably(temporary / STATE_FILE, state_bytes)
-        files = {TENSORS_FILE: {"sha256": _sha256_of_file(temporary / TENSORS_FILE),
+        files = {TENSORS_FILE: {"sha256": file_sha256(temporary / TENSORS_FILE),
                                 "bytes": (temporary / TENSORS_FILE).stat().st_size},
                  STATE_FILE: {"sha256": hashlib.sha256(state_bytes).hexdigest(), "bytes": len(state_bytes)}}
         manifest = {"format": FORMAT, "version": VERSION, "files": files, "metadata": metadata_tree}
@@ -334,7 +327,7 @@ def _verified_manifest(folder: str | Path) -> tuple[Path, dict]:
             size = path.stat().st_size
             if not isinstance(expected, dict) or size != expected.get("bytes"):
                 raise damaged(f"{name} is {size} bytes, not the manifest's size: it was truncated or replaced")
-            if _sha256_of_file(path) != expected.get("sha256"):
+            if file_sha256(path) != expected.get("sha256"):
                 raise damaged(f"{name} does not match its sha256 in the manifest: it was changed or damaged")
     except OSError as error:
         raise damaged(f"cannot be read ({error})", "check the path and its permissions") from error
@@ -374,117 +367,3 @@ def load_checkpoint(
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {folder}: {STATE_FILE} does not hold a dict; load another checkpoint")
     return state, _decode_metadata(folder, manifest)
-
-
-class Checkpointer:
-    """Owns one ``checkpoints/`` folder: names, saving, retention, finding the newest valid one.
-
-    One process writes into it (rank 0). Retention policies pick from :meth:`list` and
-    call :meth:`delete`.
-    """
-
-    def __init__(self, directory: str | Path):
-        self.directory = Path(directory)
-
-    def _path_of(self, name: str) -> Path:
-        if not name or name.startswith(".") or "/" in name or "\\" in name:
-            raise CheckpointError(f"invalid checkpoint name {name!r} in {self.directory}: use a plain folder "
-                                  "name such as 'step-1000' (no path separator, no leading dot)")
-        return self.directory / name
-
-    def save(self, name: str, state: Mapping[str, Any], metadata: Mapping[str, Any] | None = None) -> Path:
-        """Save ``state`` as ``directory/name``; a ``global_step`` in ``metadata`` orders checkpoints."""
-        return save_checkpoint(self._path_of(name), state, metadata)
-
-    def load(self, name_or_path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict, dict]:
-        """Load a checkpoint by its name in this folder, or by any path."""
-        path = Path(name_or_path)
-        if not path.is_absolute() and len(path.parts) == 1:
-            path = self._path_of(str(name_or_path))
-        return load_checkpoint(path, map_location)
-
-    def list(self) -> list[Path]:
-        """Folders with a manifest, oldest first: by metadata ``global_step``, then by name.
-
-        Hashes are not checked here (:meth:`latest` does); folders without an integer
-        ``global_step`` come first.
-        """
-        if not self.directory.is_dir():
-            return []
-
-        def order(path: Path) -> tuple:
-            try:
-                step = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))["metadata"]["global_step"]
-            except (OSError, ValueError, KeyError, TypeError):
-                step = None
-            return (1, step, path.name) if type(step) is int else (0, 0, path.name)
-
-        return sorted((entry for entry in self.directory.iterdir() if not entry.name.startswith(".")
-                       and (entry / MANIFEST_FILE).is_file()), key=order)
-
-    def latest(self) -> Path | None:
-        """The newest checkpoint that verifies; damaged newer ones are skipped with a warning."""
-        for entry in sorted(self.directory.iterdir()) if self.directory.is_dir() else []:
-            if entry.is_dir() and not entry.name.startswith(".") and not (entry / MANIFEST_FILE).is_file():
-                logger.warning("skipping damaged checkpoint %s: it has no %s (lost, or never completed)", entry, MANIFEST_FILE)
-        for path in reversed(self.list()):
-            try:
-                verify_checkpoint(path)
-                return path
-            except CheckpointError as error:
-                logger.warning("skipping damaged checkpoint %s: %s", path, error)
-        return None
-
-    def delete(self, name: str) -> None:
-        """Remove a checkpoint at once (renamed away first), never leaving half of one."""
-        path = self._path_of(name)
-        if not path.is_dir():
-            raise CheckpointError(f"cannot delete checkpoint {path}: no such folder; see Checkpointer.list()")
-        trash = self.directory / f"{DELETED_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
-        try:
-            os.rename(path, trash)
-            shutil.rmtree(trash)
-        except OSError as error:
-            raise CheckpointError(f"cannot delete checkpoint {path}: {error}; check permissions") from error
-
-    def set_aside_newer_than(self, checkpoint: Path) -> list[Path]:
-        """Move checkpoints saved after ``checkpoint`` (by ``global_step``) into ``.abandoned/``.
-
-        Resuming from an older checkpoint starts a new timeline; the newer ones would otherwise
-        count as the newest for retention and for the next resume. Nothing is deleted.
-        """
-        listed = self.list()
-        if checkpoint not in listed:
-            return []
-        moved = []
-        for path in listed[listed.index(checkpoint) + 1 :]:
-            target = self.directory / ABANDONED_FOLDER / f"{path.name}-{uuid.uuid4().hex[:8]}"
-            target.parent.mkdir(exist_ok=True)
-            os.rename(path, target)
-            moved.append(target)
-            logger.warning("set aside %s (newer than %s, the checkpoint resumed from) as %s", path.name, checkpoint.name, target)
-        return moved
-
-    def clean_temporary(self) -> list[Path]:
-        """Remove the ``.tmp-`` / ``.trash-`` folders of killed saves; returns what was removed.
-
-        A ``.trash-`` folder whose name is otherwise gone is the old checkpoint of a save killed
-        between its two renames: it is renamed back instead. Call this before training starts,
-        never while another process saves into the same folder.
-        """
-        removed = []
-        for entry in sorted(self.directory.iterdir()) if self.directory.is_dir() else []:
-            if not is_temporary(entry):
-                continue
-            original = self.directory / entry.name[len(TRASH_PREFIX):].rsplit("-", 1)[0]
-            if entry.name.startswith(TRASH_PREFIX) and not original.exists():
-                try:
-                    verify_checkpoint(entry)
-                    os.rename(entry, original)
-                    logger.warning("restored checkpoint %s, set aside by an interrupted save", original)
-                    continue
-                except (CheckpointError, OSError):
-                    pass
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry)
-        return removed

@@ -15,13 +15,13 @@ from typing import Any
 
 import torch
 
-from cadence.checkpoint import load_checkpoint
-from cadence.checkpointing import find_best_checkpoint
+from cadence.checkpoint.format import load_checkpoint
+from cadence.checkpoint.checkpointer import find_best_checkpoint
 from cadence.data.audio import load_audio
 from cadence.errors import CheckpointError, ConfigError
 from cadence.evaluation import write_records
 from cadence.registry import DATASETS
-from cadence.serialization import load, saved_config
+from cadence.config.rebuild import load, saved_config
 
 __all__ = ["evaluate_checkpoint", "transcribe_files"]
 
@@ -34,7 +34,7 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", device: str = "au
     Hypotheses go to ``EXP_DIR/hypotheses/eval-<checkpoint>-<split>.jsonl``, beside (never over)
     those the training wrote.
     """
-    from cadence.build import build_data, build_metrics, build_task  # late import: build imports the trainer
+    from cadence.config.build import build_data, build_metrics, build_task  # late import: build imports the trainer
     from cadence.trainer import Trainer
 
     if split not in SPLITS:

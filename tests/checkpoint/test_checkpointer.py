@@ -12,8 +12,10 @@ import torch
 from torch import nn
 
 from cadence import Callback, ClassificationTask, Experiment, Trainer, TrainingInterrupted
-from cadence.checkpoint import MANIFEST_FILE, TENSORS_FILE, Checkpointer, load_checkpoint
-from cadence.checkpointing import CheckpointPolicy, checkpoints_to_delete, find_best_checkpoint, find_checkpoint
+from cadence.checkpoint.format import MANIFEST_FILE, TENSORS_FILE, load_checkpoint
+from cadence.checkpoint.checkpointer import Checkpointer
+from cadence.checkpoint.retention import CheckpointPolicy, checkpoints_to_delete
+from cadence.checkpoint.checkpointer import find_best_checkpoint, find_checkpoint
 from cadence.errors import CheckpointError
 from cadence.metrics import Accuracy
 

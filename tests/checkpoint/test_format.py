@@ -18,15 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-import cadence.checkpoint as checkpoint
-from cadence.checkpoint import (
-    Checkpointer,
-    is_temporary,
-    load_checkpoint,
-    read_metadata,
-    save_checkpoint,
-    verify_checkpoint,
-)
+import cadence.checkpoint.format as checkpoint
+from cadence.checkpoint.checkpointer import Checkpointer
+from cadence.checkpoint.format import is_temporary, load_checkpoint, read_metadata, save_checkpoint, verify_checkpoint
 from cadence.errors import CheckpointError
 
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from cadence.cli import main
+from cadence.commands.cli import main
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 DIGITS = REPOSITORY / "recipes" / "fsdd" / "digits.yaml"
 
 

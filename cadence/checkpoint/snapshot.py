@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cadence.errors import CheckpointError
-from cadence.rng import load_rng_state, rng_state
+from cadence.checkpoint.rng import load_rng_state, rng_state
 
 if TYPE_CHECKING:
     from cadence.trainer import Trainer

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from cadence.build import resolve
-from cadence.config import apply_overrides, load_recipe, parse_override, validate_recipe
+from cadence.config.build import resolve
+from cadence.config.schema import apply_overrides, load_recipe, parse_override, validate_recipe
 from cadence.errors import ConfigError
 
 BASE = {
@@ -96,7 +96,7 @@ def test_a_component_parameter_called_name_is_refused_with_the_fix():
 
 def test_a_resolved_text_recipe_validates_again():
     # What a checkpoint stores must load back: every component keeps its registered name.
-    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "fsdd" / "asr_las.yaml")
+    recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "fsdd" / "asr_las.yaml")
     resolved = resolve(recipe)
     assert [metric["name"] for metric in resolved["metrics"]] == ["wer", "cer"]
     assert validate_recipe(resolved).task.name == "seq2seq"

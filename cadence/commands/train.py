@@ -11,16 +11,17 @@ from typing import Any
 
 import torch
 
-from cadence.build import Built, build, import_user_modules, resolve
-from cadence.checkpoint import Checkpointer, load_checkpoint
-from cadence.checkpointing import find_checkpoint
-from cadence.config import RecipeConfig, apply_overrides, config_hash, load_recipe, load_yaml, to_yaml, validate_recipe
+from cadence.config.build import Built, build, import_user_modules, resolve
+from cadence.checkpoint.checkpointer import Checkpointer
+from cadence.checkpoint.format import load_checkpoint
+from cadence.checkpoint.checkpointer import find_checkpoint
+from cadence.config.schema import RecipeConfig, apply_overrides, config_hash, load_recipe, load_yaml, to_yaml, validate_recipe
 from cadence.errors import CadenceError, CheckpointError, ConfigError
 from cadence.experiment import Experiment, unique_directory
-from cadence.logs import setup_console_logging
-from cadence.provenance import collect_provenance, snapshot_code
-from cadence.rng import seed_everything
-from cadence.serialization import import_saved_modules
+from cadence.runtime.logs import setup_console_logging
+from cadence.runtime.provenance import collect_provenance, snapshot_code
+from cadence.checkpoint.rng import seed_everything
+from cadence.config.rebuild import import_saved_modules
 
 
 def prepare_run(config: RecipeConfig) -> None:

@@ -1,0 +1,209 @@
+"""One ``checkpoints/`` folder: saving into it, listing it, finding the checkpoint to use.
+
+- :class:`Checkpointer`: names, saving, deleting, setting aside, cleaning killed saves.
+- :func:`find_checkpoint`: the newest valid checkpoint (what a resume starts from).
+- :func:`find_best_checkpoint`: the valid checkpoint with the best monitored value (what
+  ``cadence eval``, ``transcribe`` and :func:`cadence.load` use).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from cadence.checkpoint.format import (
+    ABANDONED_FOLDER, DELETED_PREFIX, MANIFEST_FILE, TRASH_PREFIX, is_temporary, load_checkpoint, save_checkpoint,
+    verify_checkpoint,
+)
+from cadence.errors import CheckpointError
+
+__all__ = ["Checkpointer", "find_best_checkpoint", "find_checkpoint", "listing"]
+
+logger = logging.getLogger("cadence")
+
+
+class Checkpointer:
+    """Owns one ``checkpoints/`` folder: names, saving, retention, finding the newest valid one.
+
+    One process writes into it (rank 0). Retention policies pick from :meth:`list` and
+    call :meth:`delete`.
+    """
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+
+    def _path_of(self, name: str) -> Path:
+        if not name or name.startswith(".") or "/" in name or "\\" in name:
+            raise CheckpointError(f"invalid checkpoint name {name!r} in {self.directory}: use a plain folder "
+                                  "name such as 'step-1000' (no path separator, no leading dot)")
+        return self.directory / name
+
+    def save(self, name: str, state: Mapping[str, Any], metadata: Mapping[str, Any] | None = None) -> Path:
+        """Save ``state`` as ``directory/name``; a ``global_step`` in ``metadata`` orders checkpoints."""
+        return save_checkpoint(self._path_of(name), state, metadata)
+
+    def load(self, name_or_path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict, dict]:
+        """Load a checkpoint by its name in this folder, or by any path."""
+        path = Path(name_or_path)
+        if not path.is_absolute() and len(path.parts) == 1:
+            path = self._path_of(str(name_or_path))
+        return load_checkpoint(path, map_location)
+
+    def list(self) -> list[Path]:
+        """Folders with a manifest, oldest first: by metadata ``global_step``, then by name.
+
+        Hashes are not checked here (:meth:`latest` does); folders without an integer
+        ``global_step`` come first.
+        """
+        if not self.directory.is_dir():
+            return []
+
+        def order(path: Path) -> tuple:
+            try:
+                step = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))["metadata"]["global_step"]
+            except (OSError, ValueError, KeyError, TypeError):
+                step = None
+            return (1, step, path.name) if type(step) is int else (0, 0, path.name)
+
+        return sorted((entry for entry in self.directory.iterdir() if not entry.name.startswith(".")
+                       and (entry / MANIFEST_FILE).is_file()), key=order)
+
+    def latest(self) -> Path | None:
+        """The newest checkpoint that verifies; damaged newer ones are skipped with a warning."""
+        for entry in sorted(self.directory.iterdir()) if self.directory.is_dir() else []:
+            if entry.is_dir() and not entry.name.startswith(".") and not (entry / MANIFEST_FILE).is_file():
+                logger.warning("skipping damaged checkpoint %s: it has no %s (lost, or never completed)", entry, MANIFEST_FILE)
+        for path in reversed(self.list()):
+            try:
+                verify_checkpoint(path)
+                return path
+            except CheckpointError as error:
+                logger.warning("skipping damaged checkpoint %s: %s", path, error)
+        return None
+
+    def delete(self, name: str) -> None:
+        """Remove a checkpoint at once (renamed away first), never leaving half of one."""
+        path = self._path_of(name)
+        if not path.is_dir():
+            raise CheckpointError(f"cannot delete checkpoint {path}: no such folder; see Checkpointer.list()")
+        trash = self.directory / f"{DELETED_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(path, trash)
+            shutil.rmtree(trash)
+        except OSError as error:
+            raise CheckpointError(f"cannot delete checkpoint {path}: {error}; check permissions") from error
+
+    def set_aside_newer_than(self, checkpoint: Path) -> list[Path]:
+        """Move checkpoints saved after ``checkpoint`` (by ``global_step``) into ``.abandoned/``.
+
+        Resuming from an older checkpoint starts a new timeline; the newer ones would otherwise
+        count as the newest for retention and for the next resume. Nothing is deleted.
+        """
+        listed = self.list()
+        if checkpoint not in listed:
+            return []
+        moved = []
+        for path in listed[listed.index(checkpoint) + 1 :]:
+            target = self.directory / ABANDONED_FOLDER / f"{path.name}-{uuid.uuid4().hex[:8]}"
+            target.parent.mkdir(exist_ok=True)
+            os.rename(path, target)
+            moved.append(target)
+            logger.warning("set aside %s (newer than %s, the checkpoint resumed from) as %s", path.name, checkpoint.name, target)
+        return moved
+
+    def clean_temporary(self) -> list[Path]:
+        """Remove the ``.tmp-`` / ``.trash-`` folders of killed saves; returns what was removed.
+
+        A ``.trash-`` folder whose name is otherwise gone is the old checkpoint of a save killed
+        between its two renames: it is renamed back instead. Call this before training starts,
+        never while another process saves into the same folder.
+        """
+        removed = []
+        for entry in sorted(self.directory.iterdir()) if self.directory.is_dir() else []:
+            if not is_temporary(entry):
+                continue
+            original = self.directory / entry.name[len(TRASH_PREFIX):].rsplit("-", 1)[0]
+            if entry.name.startswith(TRASH_PREFIX) and not original.exists():
+                try:
+                    verify_checkpoint(entry)
+                    os.rename(entry, original)
+                    logger.warning("restored checkpoint %s, set aside by an interrupted save", original)
+                    continue
+                except (CheckpointError, OSError):
+                    pass
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+        return removed
+
+
+def listing(checkpointer: Checkpointer) -> list[tuple[str, int, float | None]]:
+    """``(name, global_step, monitored value)`` of each checkpoint, read from the manifests
+    without hashing the files (retention runs after every save)."""
+    entries = []
+    for path in checkpointer.list():
+        try:
+            metadata = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))["metadata"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # damaged: left alone, and skipped when resuming
+        value = metadata.get("monitor_value")
+        step = metadata.get("global_step")
+        entries.append((path.name, step if type(step) is int else -1, float(value) if isinstance(value, (int, float)) else None))
+    return entries
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder, or the newest valid one in an experiment or ``checkpoints/`` folder.
+
+    A damaged newest checkpoint is skipped with a warning naming it; when none is valid,
+    a :class:`CheckpointError` says so (a run never silently starts from scratch).
+    """
+    path = Path(path)
+    if (path / MANIFEST_FILE).is_file():
+        return path
+    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    if not folder.is_dir():
+        raise CheckpointError(f"{path}: no checkpoint or experiment folder here; give an experiment folder or a checkpoint folder")
+    found = Checkpointer(folder).latest()
+    if found is None:
+        raise CheckpointError(
+            f"{folder}: no valid checkpoint to resume from (none, or every one is damaged; see the warnings above). "
+            "Start a new run, or restore a checkpoint from a backup"
+        )
+    return found
+
+
+def find_best_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder, or an experiment's valid checkpoint with the best monitored value.
+
+    What a trained model is used for (``cadence eval``, ``transcribe``, :func:`cadence.load`) is
+    the model the run kept as best and tested, not whatever epoch came last. Without any
+    monitored value (no validation), the newest valid checkpoint.
+    """
+    path = Path(path)
+    if (path / MANIFEST_FILE).is_file():
+        return path
+    newest = find_checkpoint(path)
+    checkpointer = Checkpointer(newest.parent)
+    mode = json.loads((newest / MANIFEST_FILE).read_text(encoding="utf-8"))["metadata"].get("mode", "min")
+    # Ties go to the earliest, as in the Trainer, which takes a new best only when strictly better.
+    scored = sorted(
+        (value if mode == "min" else -value, step, name)
+        for name, step, value in listing(checkpointer) if value is not None and math.isfinite(value)
+    )
+    for _, _, name in scored:
+        candidate = newest.parent / name
+        try:
+            verify_checkpoint(candidate)
+        except CheckpointError as error:
+            logger.warning("skipping damaged checkpoint %s: %s", candidate, error)
+            continue
+        return candidate
+    return newest
