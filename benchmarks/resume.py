@@ -152,7 +152,7 @@ def checkpoint_figures(trainer: Trainer, folder: Path, saves: int) -> dict:
     for index in range(saves):
         path = folder / f"save-{index}"
         started = time.perf_counter()
-        save_checkpoint(path, trainer.stateful(), {"global_step": index})
+        save_checkpoint(path, trainer.state_dict(), {"global_step": index})
         save_s.append(time.perf_counter() - started)
     for index in range(saves):
         path = folder / f"save-{(index * 5) % saves}"  # not always the one just written
@@ -161,7 +161,7 @@ def checkpoint_figures(trainer: Trainer, folder: Path, saves: int) -> dict:
         load_s.append(time.perf_counter() - started)
         started = time.perf_counter()
         state, _ = load_checkpoint(path)
-        trainer.load_stateful(state)
+        trainer.load_state_dict(state)
         restore_s.append(time.perf_counter() - started)
     files = {entry.name: entry.stat().st_size for entry in (folder / "save-0").iterdir()}
     parameters = sum(parameter.numel() for parameter in trainer.task.parameters())

@@ -3,8 +3,11 @@
 Layout::
 
     EXP_DIR/
-      config.yaml  config.sha256  provenance.json  code/     (written by cadence.config.build / the CLI)
-      train.log  metrics.jsonl  tensorboard/  checkpoints/  results.json
+      config.yaml  config.sha256  provenance.json  code/     (record_run, at the start of fit)
+      train.log  metrics.jsonl  tensorboard/  checkpoints/  results.json (write_results, at its end)
+
+What the run records is decided in :mod:`cadence.run_record`, the same way for a run built
+from a recipe and one built in Python.
 
 >>> import tempfile
 >>> with Experiment(tempfile.mkdtemp(), tensorboard=False) as experiment:
@@ -16,13 +19,17 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import sys
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from cadence.runtime.files import write_bytes_atomic, write_json_atomic
+from cadence.runtime.files import config_hash, to_yaml, write_bytes_atomic, write_json_atomic
 from cadence.errors import CadenceError
 from cadence.runtime.logs import add_file_logging, get_logger, remove_handler
+from cadence.runtime.provenance import collect_provenance, snapshot_code
+from cadence.runtime.signals import StopRequests
 
 
 def unique_directory(root: str | Path, name: str) -> Path:
@@ -37,10 +44,20 @@ def unique_directory(root: str | Path, name: str) -> Path:
 
 
 class Experiment:
-    """Owns an experiment folder and its writers; ``stop()`` closes them all."""
+    """Owns an experiment folder and its writers; ``stop()`` closes them all.
 
-    def __init__(self, directory: str | Path, tensorboard: bool = True):
+    ``entry_point``: the file the run started from, copied into ``code/`` (a command passes
+    its recipe; by default, the calling script). ``notes``: what a command adds to the run's
+    provenance record (``cadence resume`` its overrides and the changes they make).
+    """
+
+    def __init__(
+        self, directory: str | Path, tensorboard: bool = True, entry_point: str | Path | None = None,
+        notes: dict[str, Any] | None = None,
+    ):
         self.directory = Path(directory).resolve()
+        self.entry_point = Path(entry_point) if entry_point is not None else None
+        self.notes = dict(notes or {})
         try:
             self.checkpoints_directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -54,12 +71,13 @@ class Experiment:
         # Lines in metrics.jsonl; a checkpoint records it, so a resumed run can drop later lines.
         self.metrics_lines = _count_lines(self._metrics_path)
         self._tensorboard = None
-        self._tensorboard_enabled = tensorboard
+        self.tensorboard_enabled = tensorboard
         if tensorboard:
             self._tensorboard = _summary_writer(self.directory / "tensorboard")
         self.stopped = False
-        self.training = False  # set by the Trainer while fit runs
-        self.stop_requested = False
+        # The running Trainer's stop requests, attached while its fit runs: stop() then asks
+        # for a clean stop instead of closing the writers under it.
+        self.stop_requests: StopRequests | None = None
 
     @property
     def checkpoints_directory(self) -> Path:
@@ -82,6 +100,42 @@ class Experiment:
         """A text sample in TensorBoard (Markdown is rendered), e.g. hypotheses against references."""
         if self._tensorboard is not None and not self.stopped:
             self._tensorboard.add_text(tag, text, global_step=step)
+
+    def record_run(
+        self, config: dict[str, Any] | None, seed: int | None, data_manifests: dict[str, Path],
+        modules: dict[str, ModuleType], resumed_from: Path | None = None,
+    ) -> None:
+        """Write what makes the run reproducible: ``config.yaml`` and ``config.sha256`` (when the
+        run has a config), ``provenance.json``, and ``code/`` (the entry point and the user's
+        ``modules``, by the name a rebuild imports them by).
+
+        A run continued from a checkpoint of this folder keeps its provenance and adds a resume
+        entry to it; its config.yaml becomes the config it continues with.
+        """
+        digest = config_hash(config) if config is not None else None
+        if config is not None:
+            self.write_text("config.yaml", to_yaml(config))
+            self.write_text("config.sha256", digest + "\n")
+        path = self.directory / "provenance.json"
+        continued = resumed_from is not None and Path(resumed_from).resolve().is_relative_to(self.directory)
+        if continued and path.is_file():
+            provenance = json.loads(path.read_text(encoding="utf-8"))
+            provenance.setdefault("resumes", []).append({
+                "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "checkpoint": str(resumed_from), "command": sys.argv, **self.notes,
+            })
+        else:
+            entry_point = self.entry_point or _calling_script()
+            code = snapshot_code(self.directory / "code", entry_point, modules)
+            provenance = {
+                **collect_provenance(seed, digest, data_manifests),
+                "entry_point": str(entry_point) if entry_point is not None else None, "code": code,
+                "resumed_from": str(resumed_from) if resumed_from is not None else None, **self.notes,
+            }
+        self.write_json("provenance.json", provenance)
+
+    def write_results(self, results: dict[str, Any]) -> Path:
+        return self.write_json("results.json", results)
 
     def write_json(self, name: str, content: Any) -> Path:
         path = self.directory / name
@@ -116,8 +170,8 @@ class Experiment:
         closed when ``fit`` has finished (and the caller stops the experiment again, as
         ``with Experiment(...)`` and ``cadence train`` do).
         """
-        if self.training:
-            self.stop_requested = True
+        if self.stop_requests is not None:
+            self.stop_requests.request("Experiment.stop()")
             return
         if self.stopped:
             return
@@ -132,6 +186,12 @@ class Experiment:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def _calling_script() -> Path | None:
+    """The script Python was started with (``python train.py``), if there is one."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    return Path(path) if path and Path(path).is_file() else None
 
 
 def _drop_partial_last_line(path: Path) -> None:

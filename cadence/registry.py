@@ -6,8 +6,12 @@ validated against a schema derived from that callable's typed signature. The
 signature is the single source of truth: a component's "config class" is its
 constructor, so there is no second list of fields to keep in sync.
 
+Every registered component also remembers the arguments it was built with (see
+:mod:`cadence.construction`), so a run built in Python from registered components can be
+written down as a recipe and rebuilt, as a recipe run can.
+
 Register your own component from your own module, then list that module under
-``imports:`` in the recipe::
+``imports:`` in the recipe (a run built in Python finds it by itself)::
 
     from torch import nn
     from cadence.registry import MODELS
@@ -24,13 +28,16 @@ Register your own component from your own module, then list that module under
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import typing
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import pydantic
 
+from cadence.construction import mark_bundle, recording
 from cadence.errors import ConfigError
 
 
@@ -41,20 +48,33 @@ def suggest(name: str, candidates: Iterable[str]) -> str:
 
 
 class Registry:
-    """Maps names to component factories of one kind (models, callbacks, ...)."""
+    """Maps names to component factories of one kind (models, callbacks, ...).
 
-    def __init__(self, kind: str):
+    ``variable``: the name users import it by (``MODELS``), for messages. ``injected``: the
+    parameters of this kind that cadence passes itself (objects, such as a task's ``model``),
+    which are therefore not config keys.
+    """
+
+    def __init__(self, kind: str, variable: str, injected: Iterable[str] = ()):
         self.kind = kind
+        self.variable = variable
+        self.injected = tuple(injected)
         self._factories: dict[str, Callable[..., Any]] = {}
         self._schemas: dict[tuple[str, frozenset[str]], type[pydantic.BaseModel]] = {}
 
     def register(self, name: str, factory: Callable[..., Any] | None = None):
-        """Register ``factory`` under ``name``; usable as a decorator when ``factory`` is omitted."""
+        """Register ``factory`` under ``name``; usable as a decorator when ``factory`` is omitted.
+
+        The factory is made to record its constructions (:mod:`cadence.construction`): a class
+        in place; a function is wrapped, so register functions with the decorator, which puts
+        the recording function under the function's own name.
+        """
 
         def add(target: Callable[..., Any]) -> Callable[..., Any]:
             existing = self._factories.get(name)
             if existing is not None and existing is not target:
                 raise ValueError(f"{self.kind} '{name}' is already registered to {existing!r}")
+            target = recording(target)
             self._factories[name] = target
             return target
 
@@ -65,6 +85,10 @@ class Registry:
 
     def __contains__(self, name: str) -> bool:
         return name in self._factories
+
+    def name_of(self, factory: Callable[..., Any]) -> str | None:
+        """The name ``factory`` is registered under (the first, if several), or None."""
+        return next((name for name, registered in self._factories.items() if registered is factory), None)
 
     def get(self, name: str, path: str = "name") -> Callable[..., Any]:
         """Return the factory for ``name``; an unknown name is a ConfigError naming ``path``."""
@@ -77,50 +101,73 @@ class Registry:
             )
         return self._factories[name]
 
-    def schema(self, name: str, injected: Iterable[str] = ()) -> type[pydantic.BaseModel]:
-        """The pydantic model of ``name``'s parameters, minus those cadence injects itself."""
-        key = (name, frozenset(injected))
-        if key not in self._schemas:
-            self._schemas[key] = schema_from_signature(self.get(name), exclude=key[1])
-        return self._schemas[key]
+    def schema(self, name: str, exclude: Iterable[str] = ()) -> type[pydantic.BaseModel]:
+        """The pydantic model of ``name``'s parameters, minus the injected ones and ``exclude``."""
+        key = frozenset((*self.injected, *exclude))
+        if (name, key) not in self._schemas:
+            self._schemas[name, key] = schema_from_signature(self.get(name), exclude=key)
+        return self._schemas[name, key]
 
 
-def schema_from_signature(factory: Callable[..., Any], exclude: Iterable[str] = ()) -> type[pydantic.BaseModel]:
-    """Build a strict pydantic model from a callable's typed parameters.
+def schema_from_signature(*factories: Callable[..., Any], exclude: Iterable[str] = ()) -> type[pydantic.BaseModel]:
+    """Build a strict pydantic model from the typed parameters of one or more callables.
 
     Parameters without annotation accept anything; ``*args``/``**kwargs`` are not
-    configurable (an explicit signature is what lets unknown keys be rejected).
+    configurable (an explicit signature is what lets unknown keys be rejected). Bounds
+    written as ``typing.Annotated[int, annotated_types.Ge(1)]`` are enforced.
     """
-    target = factory.__init__ if inspect.isclass(factory) else factory
-    try:
-        hints = typing.get_type_hints(target)
-    except Exception:  # unresolved forward references: fall back to "Any"
-        hints = {}
+    exclude = set(exclude)
     fields: dict[str, Any] = {}
-    for parameter in inspect.signature(factory).parameters.values():
-        if parameter.name in exclude or parameter.name == "self":
-            continue
-        if parameter.name == "name":
-            # In a recipe, "name" says which registered component to build; a parameter of the
-            # same name would be overwritten in the resolved config, which then no longer loads.
-            raise TypeError(
-                f"{getattr(factory, '__qualname__', factory)!r} has a parameter called 'name', which recipes use for the "
-                "registered component's name; rename the parameter (e.g. 'prefix' or 'label')"
-            )
-        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
-            continue
-        annotation = hints.get(parameter.name, Any)
-        default = ... if parameter.default is inspect.Parameter.empty else parameter.default
-        fields[parameter.name] = (annotation, default)
+    for factory in factories:
+        target = factory.__init__ if inspect.isclass(factory) else factory
+        try:
+            hints = typing.get_type_hints(target, include_extras=True)  # extras: keep Annotated bounds
+        except Exception:  # unresolved forward references: fall back to "Any"
+            hints = {}
+        for parameter in inspect.signature(factory).parameters.values():
+            if parameter.name in exclude or parameter.name == "self":
+                continue
+            if parameter.name == "name":
+                # In a recipe, "name" says which registered component to build; a parameter of the
+                # same name would be overwritten in the resolved config, which then no longer loads.
+                raise TypeError(
+                    f"{getattr(factory, '__qualname__', factory)!r} has a parameter called 'name', which recipes use for the "
+                    "registered component's name; rename the parameter (e.g. 'prefix' or 'label')"
+                )
+            if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+                continue
+            annotation = hints.get(parameter.name, Any)
+            default = ... if parameter.default is inspect.Parameter.empty else parameter.default
+            fields[parameter.name] = (annotation, default)
     config = pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True, protected_namespaces=())
-    return pydantic.create_model(f"{getattr(factory, '__name__', 'Component')}Config", __config__=config, **fields)
+    return pydantic.create_model(f"{getattr(factories[0], '__name__', 'Component')}Config", __config__=config, **fields)
 
 
-MODELS = Registry("model")
-FEATURES = Registry("feature extractor")
-TASKS = Registry("task")
-DATASETS = Registry("dataset")
-OPTIMIZERS = Registry("optimizer")
-SCHEDULERS = Registry("LR scheduler")
-METRICS = Registry("metric")
-CALLBACKS = Registry("callback")
+@dataclasses.dataclass(eq=False)
+class DataBundle:
+    """What a registered data builder (``DATASETS``) returns: loaders, and facts for the other
+    components (``num_classes``, ``class_names``, ``sample_rate``, a ``tokenizer``).
+
+    ``manifests``: the files the data was read from, by split; their hashes go to
+    ``provenance.json``. The loaders are marked as this bundle's (see
+    :func:`cadence.construction.bundle_of`), so a run built in Python finds its data builder.
+    """
+
+    train: Any
+    valid: Any = None
+    test: Any = None
+    facts: dict[str, Any] = dataclasses.field(default_factory=dict)
+    manifests: dict[str, Path] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        mark_bundle(self, {"train": self.train, "valid": self.valid, "test": self.test})
+
+
+MODELS = Registry("model", "MODELS")
+FEATURES = Registry("feature extractor", "FEATURES")
+TASKS = Registry("task", "TASKS", injected=("model", "features", "tokenizer"))
+DATASETS = Registry("dataset", "DATASETS", injected=("work_dir", "seed", "experiment_dir"))
+OPTIMIZERS = Registry("optimizer", "OPTIMIZERS", injected=("model",))
+SCHEDULERS = Registry("LR scheduler", "SCHEDULERS", injected=("optimizer",))
+METRICS = Registry("metric", "METRICS")
+CALLBACKS = Registry("callback", "CALLBACKS")

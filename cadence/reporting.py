@@ -1,15 +1,70 @@
-"""What the Trainer reports: learning rates, one-line metric summaries, and ``results.json``."""
+"""What the Trainer reports: the epoch's running loss sums, learning rates, one-line metric
+summaries, and the results ``fit`` returns (``results.json``)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import torch
 
 from cadence.optim import learning_rates
+from cadence.state import TrainState
 
-if TYPE_CHECKING:
-    from cadence.trainer import Trainer
+__all__ = ["EpochSums", "format_metrics", "learning_rate_logs", "results_summary"]
 
-__all__ = ["format_metrics", "learning_rate_logs", "results_of"]
+
+class EpochSums:
+    """The running epoch's loss sums, kept on the device so that a step never waits for it.
+
+    ``loss`` and each named loss (``loss_<name>``) sum over the epoch; ``window_loss`` over
+    the steps since the last log line. Saved in checkpoints, so that a resumed epoch reports
+    the same mean loss.
+
+    >>> sums = EpochSums()
+    >>> sums.add(torch.tensor(2.0), {"ctc": torch.tensor(1.0)}); sums.add(torch.tensor(4.0), {})
+    >>> sums.means("train")
+    {'train/loss': 3.0, 'train/loss_ctc': 0.5}
+    """
+
+    def __init__(self) -> None:
+        self.sums = {"loss": torch.zeros(()), "window_loss": torch.zeros(()), "batches": torch.zeros((), dtype=torch.int64)}
+
+    def to(self, device: torch.device) -> None:
+        self.sums = {name: value.to(device) for name, value in self.sums.items()}
+
+    def add(self, loss: torch.Tensor, losses: dict[str, torch.Tensor]) -> None:
+        loss = loss.detach()
+        self.sums["loss"] += loss
+        self.sums["window_loss"] += loss
+        self.sums["batches"] += 1
+        for name, value in losses.items():
+            # Named parts (e.g. ctc and attention) get epoch means of their own: train/loss_<name>.
+            part = f"loss_{name}"
+            self.sums[part] = self.sums.get(part, torch.zeros((), device=loss.device)) + value.detach()
+
+    def window_mean(self, steps: int) -> float:
+        """The mean loss of the last ``steps`` steps; starts the next window. ``.item()`` waits for the device."""
+        mean = self.sums["window_loss"].item() / steps
+        self.sums["window_loss"].zero_()
+        return mean
+
+    def means(self, split: str) -> dict[str, float]:
+        """``<split>/loss`` and ``<split>/loss_<name>`` over the epoch. ``.item()`` waits for the device."""
+        batches = max(int(self.sums["batches"]), 1)
+        names = ["loss", *(name for name in self.sums if name.startswith("loss_"))]
+        return {f"{split}/{name}": self.sums[name].item() / batches for name in names}
+
+    def reset(self) -> None:
+        for value in self.sums.values():
+            value.zero_()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: value.detach().cpu() for name, value in self.sums.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        device = self.sums["loss"].device
+        for name, value in state.items():
+            self.sums[name] = value.to(device)
 
 
 def learning_rate_logs(optimizer) -> dict[str, float]:
@@ -24,24 +79,23 @@ def format_metrics(values: dict[str, float]) -> str:
     return "  ".join(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}" for name, value in values.items())
 
 
-def results_of(trainer: Trainer, test_metrics: dict[str, float], wall_time: float) -> dict[str, Any]:
+def results_summary(
+    state: TrainState, monitor: str, mode: str, test_metrics: dict[str, float], test_reports: dict[str, Any],
+    wall_time: float, final_checkpoint: str | None,
+) -> dict[str, Any]:
     """The summary ``fit`` returns (and ``cadence train`` writes as ``results.json``)."""
-    state = trainer.state
     best = next((entry for entry in state.history if entry["epoch"] == state.best_epoch), {})
-    final = None
-    if trainer.checkpointer is not None:
-        final = str(trainer.checkpointer.directory / (state.best_checkpoint or trainer.checkpoint_name()))
     return {
-        "monitor": trainer.monitor,
-        "mode": trainer.mode,
+        "monitor": monitor,
+        "mode": mode,
         "best_epoch": state.best_epoch,
         "best_value": state.best_value,
         "best_validation": {key: value for key, value in best.items() if key not in ("epoch", "step")},
         "test": test_metrics,
-        "test_reports": trainer.test_reports,
+        "test_reports": test_reports,
         "epochs_completed": state.epoch,
         "global_step": state.global_step,
         "wall_time_s": round(wall_time, 3),
-        "final_checkpoint": final,
+        "final_checkpoint": final_checkpoint,
         "history": state.history,
     }

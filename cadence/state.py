@@ -1,5 +1,8 @@
 """TrainState: where training is, and nothing else.
 
+The position inside the running epoch is not here: the train loader owns it (see
+:mod:`cadence.resumable`), so that it is kept in one place.
+
 Everything here is plain data (ints, floats, strings, lists of dicts), so it is saved in
 a checkpoint's JSON as is and restored exactly.
 """
@@ -14,7 +17,6 @@ from typing import Any
 class TrainState:
     epoch: int = 0  # epochs completed; the running epoch's index while inside one
     global_step: int = 0  # optimizer steps taken since the start of training
-    batch_in_epoch: int = 0  # batches of the running epoch already trained (resume cursor)
     best_value: float | None = None  # best value of the trainer's monitored metric
     best_epoch: int | None = None  # 1-based epoch number of the best validation
     best_checkpoint: str | None = None  # checkpoint folder name holding the best weights

@@ -1,7 +1,10 @@
 """The Trainer: trains, validates and tests any Task on any DataLoader.
 
 The whole loop is :meth:`Trainer.fit`, readable top to bottom; every callback hook is
-called from this file (the map is in :mod:`cadence.callbacks.base`). To change one piece
+called from this file (the map is in :mod:`cadence.callbacks.base`). Each control has one
+decision point: :meth:`Trainer.should_stop` (whether to stop), :meth:`Trainer.maybe_save`
+(whether to save, by :class:`~cadence.checkpoint.retention.SaveTriggers`), and the train
+loader's state (the position in the epoch, :mod:`cadence.resumable`). To change one piece
 without a callback, subclass and override a documented method: ``training_step``,
 ``clip_gradients``, ``optimizer_step``, ``evaluate_batch`` or ``save_checkpoint``.
 
@@ -23,33 +26,32 @@ Example with a plain model and DataLoaders, no config::
 from __future__ import annotations
 
 import copy
-import math
-import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Annotated, Any, Iterable, Literal, Sequence
 
 import torch
+from annotated_types import Ge, Gt
 from torch import nn
 
 from cadence.callbacks.base import Callback
-from cadence.checkpoint.checkpointer import Checkpointer
+from cadence.checkpoint.checkpointer import Checkpointer, checkpoint_name, find_checkpoint, listing
 from cadence.checkpoint.format import load_checkpoint
-from cadence.checkpoint.retention import CheckpointPolicy, checkpoints_to_delete
-from cadence.runtime.signals import StopRequests
-from cadence.errors import TrainingInterrupted
-from cadence.checkpoint.checkpointer import find_checkpoint, listing
-from cadence.config.schema import config_hash
-from cadence.runtime.device import move_to_device, resolve_device
-from cadence.epoch_batches import is_last_batch, length, remaining_batches, until_stopped
-from cadence.errors import ConfigError
-from cadence.evaluation import evaluate
+from cadence.checkpoint.retention import Boundary, CheckpointPolicy, SaveTriggers, checkpoints_to_delete, is_better
+from cadence.checkpoint.snapshot import capture, restore
+from cadence.errors import ConfigError, TrainingInterrupted
+from cadence.evaluation import evaluate, save_hypotheses
 from cadence.experiment import Experiment
-from cadence.runtime.logs import get_logger, progress
 from cadence.metrics import Metric
 from cadence.optim import is_plateau_scheduler
-from cadence.reporting import format_metrics, learning_rate_logs, results_of
-from cadence.checkpoint.snapshot import capture, restore
+from cadence.reporting import EpochSums, format_metrics, learning_rate_logs, results_summary
+from cadence.resumable import ResumableLoader, batches_left, resumable_loader
+from cadence.runtime.device import move_to_device, resolve_device
+from cadence.runtime.files import config_hash
+from cadence.runtime.logs import get_logger, progress
+from cadence.run_record import maybe_record_run, maybe_write_results
+from cadence.runtime.signals import StopRequests
 from cadence.state import TrainState
 from cadence.tasks.base import StepOutput, check_task
 
@@ -78,19 +80,19 @@ class Trainer:
         scheduler: Any = None,
         scheduler_interval: Literal["epoch", "step"] = "epoch",
         scheduler_monitor: str | None = None,
-        max_epochs: int = 10,
-        max_steps: int | None = None,
+        max_epochs: Annotated[int, Ge(1)] = 10,
+        max_steps: Annotated[int, Ge(1)] | None = None,
         device: str | torch.device = "auto",
-        clip_grad_norm: float | None = None,
-        clip_grad_value: float | None = None,
+        clip_grad_norm: Annotated[float, Gt(0)] | None = None,
+        clip_grad_value: Annotated[float, Gt(0)] | None = None,
         metrics: Sequence[Metric] = (),
-        train_metrics_every: int = 0,
         monitor: str = "val/loss",
         mode: Literal["min", "max"] = "min",
         restore_best: bool = True,
+        train_metrics_every: Annotated[int, Ge(0)] = 0,
         callbacks: Iterable[Callback] = (),
         experiment: Experiment | None = None,
-        log_every: int = 50,
+        log_every: Annotated[int, Ge(1)] = 50,
         progress_bar: bool = True,
         checkpoint_policy: CheckpointPolicy = CheckpointPolicy(),
         config: dict[str, Any] | None = None,
@@ -124,126 +126,103 @@ class Trainer:
         self.logger = get_logger()
         self.checkpointer = Checkpointer(experiment.checkpoints_directory) if experiment else None
         self.checkpoint_policy = checkpoint_policy
+        self.save_triggers = SaveTriggers(checkpoint_policy)  # decides when to save; maybe_save performs
+        self.stop_requests = StopRequests()  # signals and Experiment.stop(); should_stop() reads them
+        self.epoch_sums = EpochSums()
+        self.train_loader: ResumableLoader | None = None  # owns the position in the epoch
         self._best_weights: dict[str, torch.Tensor] | None = None  # kept in memory when there is no folder
         self.test_reports: dict[str, Any] = {}
-        self.train_data: Iterable | None = None
-        self.data: Any = None  # a DataBundle, when rebuilt by from_checkpoint
-        self.pending_resume: Path | None = None  # set by from_checkpoint; used by the next fit
+        self.data: Any = None  # a DataBundle, when rebuilt by cadence.trainer_from_checkpoint
+        self.pending_resume: Path | None = None  # set by trainer_from_checkpoint; used by the next fit
         self.resumed_from: Path | None = None
-        self.stop_requests = StopRequests()
-        # The running epoch's sums, on the device (no sync per step); saved in checkpoints so a
-        # resumed epoch reports the same mean loss.
-        self.epoch_sums = {"loss": torch.zeros(()), "window_loss": torch.zeros(()), "batches": torch.zeros((), dtype=torch.int64)}
-        self._improved_this_epoch = False
-        self._save_at_epoch_end = False  # a step checkpoint fell due on the epoch's last batch
-        self.last_monitored: float | None = None  # the monitored value of this epoch's validation
-        self.epoch_start_rng: torch.Tensor | None = None  # replayed to resume a plain DataLoader mid-epoch
-        self._last_save = (time.monotonic(), None)  # (when, the (epoch, step, batch) position saved)
 
     # ------------------------------------------------------------------ the loop
     def fit(
         self, train_data: Iterable | None = None, val_data: Iterable | None = None, test_data: Iterable | None = None,
         resume_from: str | Path | None = None,
     ) -> dict[str, Any]:
-        """Train until ``max_epochs``/``max_steps`` or ``state.should_stop``; return the results.
+        """Train until ``max_epochs``/``max_steps`` or a stop (see :meth:`should_stop`); return the results.
 
         ``resume_from``: a checkpoint folder, or an experiment folder (its newest valid
         checkpoint): every state is restored and training continues exactly where it was.
-        After :meth:`from_checkpoint`, ``fit()`` takes the rebuilt data and resumes.
+        After :func:`cadence.trainer_from_checkpoint`, ``fit()`` takes the rebuilt data and resumes.
         """
         if train_data is None:
             if self.data is None:
-                raise ValueError("fit() needs train_data (only a Trainer made by from_checkpoint has its own data)")
+                raise ValueError("fit() needs train_data (only a Trainer made by trainer_from_checkpoint has its own data)")
             train_data, val_data, test_data = self.data.train, self.data.valid, self.data.test
         resume_from, self.pending_resume = resume_from or self.pending_resume, None
         state = self.state
         started = time.perf_counter()
-        self.train_data = train_data
+        self.train_loader = resumable_loader(train_data)
         self.task.to(self.device)
-        self.epoch_sums = {name: value.to(self.device) for name, value in self.epoch_sums.items()}
+        self.epoch_sums.to(self.device)
         self.stop_requests.reset()
-        if self.experiment is not None:
-            self.experiment.stop_requested = False
         if self.checkpointer is not None:
             self.checkpointer.clean_temporary()  # folders of a save killed half-way
         if resume_from is not None:
             self.resume(resume_from)
+        # config.yaml, provenance.json and code/ for recipe and Python-built runs alike.
+        self.config = maybe_record_run(self, train_data, val_data, test_data)
         self.call_hook("on_fit_start")
         if self.experiment is not None:
-            self.experiment.training = True  # Experiment.stop() now asks for a clean stop
+            self.experiment.stop_requests = self.stop_requests  # Experiment.stop() now asks for a clean stop
         try:
             with self.stop_requests.watching():
-                while self.should_continue():
+                while state.epoch < self.max_epochs and not self.should_stop():
                     self.call_hook("on_epoch_start")  # also when resuming inside this epoch
-                    if callable(getattr(train_data, "set_epoch", None)):
-                        train_data.set_epoch(state.epoch)  # the epoch's batch plan (shuffling) follows the state
+                    self.train_loader.set_epoch(state.epoch)  # the epoch's batch plan (shuffling) follows the state
                     epoch_started = time.perf_counter()
-                    if not self.train_epoch(train_data):
+                    if not self.train_epoch():
                         break  # stopped inside the epoch: no validation of a partial epoch
                     # .item() waits for the device: once per epoch.
-                    train_loss = self.epoch_sums["loss"].item() / max(int(self.epoch_sums["batches"]), 1)
-                    epoch_logs = {"train/loss": train_loss, **self.named_loss_means(), "train/epoch_time_s": time.perf_counter() - epoch_started}
-                    self._improved_this_epoch = False
+                    epoch_logs = {**self.epoch_sums.means("train"), "train/epoch_time_s": time.perf_counter() - epoch_started}
                     if val_data is not None:
                         metrics = self.validate(val_data)
                         self.track_best(metrics)
-                        self.last_monitored = self.metric_value(metrics, self.monitor)
                         self.call_hook("on_validation_end", metrics)
                         epoch_logs.update(metrics)
                         self.maybe_step_scheduler_on_validation(metrics)
                     if self.scheduler is not None and self.scheduler_interval == "epoch" and not is_plateau_scheduler(self.scheduler):
                         self.scheduler.step()
                     self.log_epoch(epoch_logs)
+                    self.epoch_sums.reset()
                     state.epoch += 1
-                    state.batch_in_epoch = 0
                     self.call_hook("on_epoch_end")
-                    if self.checkpoint_policy.is_due_after_epoch(state.epoch) or self._improved_this_epoch or self._save_at_epoch_end:
-                        self.save_checkpoint(monitor_value=self.last_monitored)
-                final = self.maybe_save_final_checkpoint()
+                    self.maybe_save("epoch")
+                final = self.maybe_save("final")
                 self.call_hook("on_fit_end")
         except BaseException as error:
             self.call_hook("on_exception", error)
             raise
         finally:
             if self.experiment is not None:
-                self.experiment.training = False
+                self.experiment.stop_requests = None
         self.maybe_raise_interrupted(final)
         self.maybe_restore_best()
         test_metrics = self.test(test_data) if test_data is not None else {}
-        return self.results(test_metrics, wall_time=time.perf_counter() - started)
+        return maybe_write_results(self.experiment, self.config, self.results(test_metrics, wall_time=time.perf_counter() - started))
 
-    def named_loss_means(self) -> dict[str, float]:
-        batches = max(int(self.epoch_sums["batches"]), 1)
-        return {f"train/{name}": value.item() / batches for name, value in self.epoch_sums.items() if name.startswith("loss_")}
+    def should_stop(self) -> bool:
+        """The one decision to stop, asked at every boundary of the loop. Its sources:
+        ``state.should_stop`` (set by callbacks, saved in checkpoints, so a run a callback
+        stopped stays stopped), ``max_steps``, and the stop requests (SIGTERM, SIGINT,
+        ``Experiment.stop()``; never saved, so a resumed run trains on)."""
+        reached_max_steps = self.max_steps is not None and self.state.global_step >= self.max_steps
+        return self.state.should_stop or reached_max_steps or self.stop_requests.requested
 
-    def should_continue(self) -> bool:
-        """Another epoch? Not past max_epochs or max_steps, not stopped by a callback or a request."""
-        state = self.state
-        return state.epoch < self.max_epochs and not state.should_stop and not self.reached_max_steps() and not self.stop_requested()
-
-    def reached_max_steps(self) -> bool:
-        return self.max_steps is not None and self.state.global_step >= self.max_steps
-
-    def stop_requested(self) -> bool:
-        """A signal or ``Experiment.stop()`` asked for a clean stop (unlike ``should_stop``, not saved)."""
-        return self.stop_requests.requested or (self.experiment is not None and self.experiment.stop_requested)
-
-    def train_epoch(self, train_data: Iterable) -> bool:
-        """Train on the epoch's batches from ``state.batch_in_epoch`` on; False if stopped inside it.
+    def train_epoch(self) -> bool:
+        """Train the epoch's batches that the train loader has not given yet; False if stopped inside it.
 
         A stop that comes on the epoch's last batch lets the epoch finish (validation, epoch-end
         checkpoint), exactly as a run that goes on would.
         """
         state = self.state
         self.task.train()
-        sums = self.epoch_sums
-        if state.batch_in_epoch == 0:
-            for value in sums.values():
-                value.zero_()
-            self.last_monitored = None
-        batches = remaining_batches(self, train_data)
+        loader = self.train_loader
         description = f"epoch {state.epoch + 1}/{self.max_epochs}"
-        for batch in until_stopped(self, progress(batches, self.progress_bar, description, total=length(train_data))):
+        last_batch = False  # whether the batch just trained was the epoch's last (False when unknown)
+        for batch in self.until_stopped(progress(loader, self.progress_bar, description, total=batches_left(loader))):
             batch = move_to_device(batch, self.device)
             self.call_hook("on_batch_start", batch)
             output = self.training_step(batch)
@@ -252,33 +231,36 @@ class Trainer:
             self.clip_gradients()
             self.optimizer_step()
             state.global_step += 1
-            state.batch_in_epoch += 1
-            loss = output.loss.detach()
-            sums["loss"] += loss
-            sums["window_loss"] += loss
-            sums["batches"] += 1
-            for name, value in output.losses.items():
-                # Named parts (e.g. ctc and attention) get epoch means of their own: train/loss_<name>.
-                part = f"loss_{name}"
-                sums[part] = sums.get(part, torch.zeros((), device=self.device)) + value.detach()
+            self.epoch_sums.add(output.loss, output.losses)
             self.maybe_update_train_metrics(output)
             if state.global_step % self.log_every == 0:
                 # .item() waits for the device: done once per log_every steps, not per step.
-                self.log({"train/loss": sums["window_loss"].item() / self.log_every, **self.learning_rate_logs()}, "train")
-                sums["window_loss"].zero_()
+                self.log({"train/loss": self.epoch_sums.window_mean(self.log_every), **self.learning_rate_logs()}, "train")
             self.call_hook("on_batch_end", output)
-            last_batch = is_last_batch(self, train_data)
-            if (state.should_stop or self.reached_max_steps() or self.stop_requested()) and not last_batch:
+            last_batch = batches_left(loader) == 0
+            if self.should_stop() and not last_batch:
                 return False
-            if self.checkpointer is not None and self.checkpoint_policy.is_due_after_step(
-                state.global_step, time.monotonic() - self._last_save[0]
-            ):
-                # On the last batch the epoch-end save (after validation) takes its place.
-                self._save_at_epoch_end = last_batch
-                if not last_batch:
-                    self.save_checkpoint()
-        # The loop also ends when loading failed after a stop request (see until_stopped).
-        return not (self.stop_requested() and not is_last_batch(self, train_data))
+            self.maybe_save("step", last_batch=last_batch)
+        # Without a stop the loader ran to the epoch's end; with one, loading may have ended
+        # early (see until_stopped), and the epoch is finished only if its last batch was trained.
+        return last_batch or not self.should_stop()
+
+    def until_stopped(self, batches: Iterable) -> Iterator[Any]:
+        """``batches``, ending quietly when loading fails after a stop: a SIGTERM sent to the
+        whole process group (as SLURM's scancel does) also ends the DataLoader's workers. The
+        batch that failed was not trained, so the checkpoint saved next is exact."""
+        iterator = iter(batches)
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except RuntimeError as error:
+                if not self.should_stop():
+                    raise
+                self.logger.warning("loading stopped after the stop request (%s); stopping at step %d", error, self.state.global_step)
+                return
+            yield batch
 
     # ------------------------------------------------------------------ overridable steps
     def training_step(self, batch: Any) -> StepOutput:
@@ -304,10 +286,14 @@ class Trainer:
         return self.task.validation_step(batch)
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, data: Iterable, split: str, records: list[dict[str, Any]] | None = None) -> dict[str, float]:
+    def evaluate(self, data: Iterable, split: str) -> dict[str, float]:
         """Loss, named losses and every metric over ``data``, keyed ``"<split>/<name>"``
-        (see :func:`cadence.evaluation.evaluate`, which also keeps the task's records)."""
-        return evaluate(self, data, split, records)
+        (:func:`cadence.evaluation.evaluate`); the task's records go to the experiment folder."""
+        evaluation = evaluate(self.task, data, split, self.metrics, self.device, evaluate_batch=self.evaluate_batch,
+                              progress_bar=self.progress_bar)
+        if evaluation.records and self.experiment is not None:
+            save_hypotheses(self.experiment, split, evaluation.records, step=self.state.global_step)
+        return evaluation.metrics
 
     def validate(self, data: Iterable) -> dict[str, float]:
         return self.evaluate(data, "val")
@@ -341,25 +327,26 @@ class Trainer:
             raise ConfigError(f"monitor '{name}' is not among the validation results; choose one of: {', '.join(sorted(metrics))}")
         return float(metrics[name])
 
-    def is_better(self, value: float, best: float | None) -> bool:
-        if math.isnan(value):
-            return False
-        return best is None or (value > best if self.mode == "max" else value < best)
-
     def track_best(self, metrics: dict[str, float]) -> None:
         """Record this validation in the history and remember the weights if they are the best."""
         state = self.state
         value = self.metric_value(metrics, self.monitor)
         epoch_number = state.epoch + 1  # 1-based, as printed in the logs
         state.history.append({"epoch": epoch_number, "step": state.global_step, **metrics})
-        if not self.is_better(value, state.best_value):
+        if not is_better(value, state.best_value, self.mode):
             return
         state.best_value, state.best_epoch = value, epoch_number
-        self._improved_this_epoch = True
         if self.checkpointer is not None:
-            state.best_checkpoint = self.checkpoint_name()  # written at the end of this epoch
+            state.best_checkpoint = checkpoint_name(state.global_step)  # written at the end of this epoch
         elif self.restore_best:
             self._best_weights = {key: tensor.detach().to("cpu", copy=True) for key, tensor in self.task.state_dict().items()}
+
+    def monitored_value_of_last_epoch(self) -> float | None:
+        """The monitored value of the epoch that just ended, if it was validated (between epochs only)."""
+        last = self.state.history[-1] if self.state.history else None
+        if last is None or last["epoch"] != self.state.epoch:
+            return None
+        return self.metric_value(last, self.monitor)
 
     def maybe_restore_best(self) -> None:
         if not self.restore_best or self.state.best_epoch is None:
@@ -384,27 +371,32 @@ class Trainer:
             self.scheduler.step(self.metric_value(metrics, self.scheduler_monitor))
 
     # ------------------------------------------------------------------ checkpoints
-    @classmethod
-    def from_checkpoint(cls, checkpoint: str | Path, experiment: Experiment | None = None) -> Trainer:
-        """Rebuild data, task, optimizer, schedule, callbacks and Trainer from a checkpoint's
-        config; the next ``fit()`` restores every state and continues (see :mod:`cadence.serialization`)."""
-        from cadence.config.rebuild import trainer_from_checkpoint
+    def stateful_components(self) -> dict[str, Any]:
+        """Everything restartable, by the name it has in a checkpoint, in the order it is restored."""
+        return {
+            "task": self.task,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "trainer_state": self.state,
+            "epoch_sums": self.epoch_sums,
+            "train_data": self.train_loader,
+            "train_metrics": self.train_metrics,
+            "callbacks": {f"{index}:{type(callback).__name__}": callback for index, callback in enumerate(self.callbacks)},
+        }
 
-        return trainer_from_checkpoint(checkpoint, experiment)
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a checkpoint holds: each component's state, every random generator, the
+        resolved config, and a text task's tokenizer (ids mean nothing without it)."""
+        tokenizer = getattr(self.task, "tokenizer", None)
+        return {
+            **capture(self.stateful_components()),
+            "config": self.config,
+            "tokenizer": tokenizer.to_dict() if tokenizer is not None else None,
+        }
 
-    def checkpoint_name(self) -> str:
-        return f"step-{self.state.global_step:09d}"
-
-    def _position(self) -> tuple[int, int, int]:
-        return (self.state.epoch, self.state.global_step, self.state.batch_in_epoch)
-
-    def stateful(self) -> dict[str, Any]:
-        """Everything a checkpoint holds, as plain state (see :func:`cadence.snapshot.capture`)."""
-        return capture(self)
-
-    def load_stateful(self, state: dict[str, Any]) -> None:
-        """Put back what :meth:`stateful` captured (see :func:`cadence.snapshot.restore`)."""
-        restore(self, state)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put back what :meth:`state_dict` captured, random generators last."""
+        restore(self.stateful_components(), state)
 
     def resume(self, checkpoint: str | Path) -> Path:
         """Load a checkpoint (or an experiment folder's newest valid one) into every component.
@@ -414,57 +406,69 @@ class Trainer:
         stopped. Checkpoints newer than the one resumed from belong to an abandoned run and
         are set aside in ``checkpoints/.abandoned/``.
         """
-        if self.train_data is None:
+        if self.train_loader is None:
             raise ValueError("resume through fit(train_data, ..., resume_from=...): the loader's position is restored too")
         path = find_checkpoint(checkpoint)
         state, metadata = load_checkpoint(path)
-        self.load_stateful(state)
+        self.load_state_dict(state)
         self.resumed_from = path
         if self.checkpointer is not None and path.parent.resolve() == self.checkpointer.directory.resolve():
             self.checkpointer.set_aside_newer_than(path)
         if self.experiment is not None and path.resolve().is_relative_to(self.experiment.directory):
             # Lines and curves written after this checkpoint belong to the run that died.
             self.experiment.rewind(metadata.get("metrics_lines"), self.state.global_step)
-        self._last_save = (time.monotonic(), self._position())
-        self.logger.info("resumed from %s: epoch %d, step %d, batch %d of the epoch", path, self.state.epoch + 1,
-                         self.state.global_step, self.state.batch_in_epoch)
+        self.save_triggers.saved(self.position())
+        self.logger.info("resumed from %s: epoch %d, step %d, batch %s of the epoch", path, self.state.epoch + 1,
+                         self.state.global_step, getattr(self.train_loader, "cursor", "?"))
         return path
 
-    def save_checkpoint(self, monitor_value: float | None = None) -> Path | None:
-        """Write a checkpoint of this moment, then apply retention."""
+    def position(self) -> tuple[int, int]:
+        """``(epoch, global_step)``: tells every checkpoint the Trainer saves apart."""
+        return (self.state.epoch, self.state.global_step)
+
+    def maybe_save(self, boundary: Boundary, last_batch: bool = False) -> Path | None:
+        """The one place that saves: asks the save triggers at this boundary of the loop
+        ("step", "epoch" or "final"), saves if they say so, then applies retention. At the end
+        of fit, returns the checkpoint of this position, saved now or before."""
         if self.checkpointer is None:
             return None
-        name = self.checkpoint_name()
+        state = self.state
+        between_epochs = boundary != "step" and self.train_loader is not None and getattr(self.train_loader, "cursor", 0) == 0
+        due = self.save_triggers.should_save(
+            boundary, global_step=state.global_step, last_batch=last_batch, epochs_completed=state.epoch,
+            improved=state.best_epoch == state.epoch, position=self.position(),
+        )
+        if not due:
+            return self.checkpointer.directory / checkpoint_name(state.global_step) if boundary == "final" else None
+        return self.save_checkpoint(monitor_value=self.monitored_value_of_last_epoch() if between_epochs else None)
+
+    def save_checkpoint(self, monitor_value: float | None = None) -> Path | None:
+        """Write a checkpoint of this moment, then apply retention (see :meth:`maybe_save`)."""
+        if self.checkpointer is None:
+            return None
+        name = checkpoint_name(self.state.global_step)
         metadata = {
-            "epoch": self.state.epoch, "global_step": self.state.global_step, "batch_in_epoch": self.state.batch_in_epoch,
+            "epoch": self.state.epoch, "global_step": self.state.global_step,
+            "batch_in_epoch": getattr(self.train_loader, "cursor", None),
             "monitor": self.monitor, "mode": self.mode, "monitor_value": monitor_value, "best_value": self.state.best_value,
             "metrics_lines": self.experiment.metrics_lines if self.experiment is not None else None,
             "config_sha256": config_hash(self.config) if self.config is not None else None,
         }
-        path = self.checkpointer.save(name, self.stateful(), metadata)
-        self._last_save = (time.monotonic(), self._position())
-        self._save_at_epoch_end = False
+        path = self.checkpointer.save(name, self.state_dict(), metadata)
+        self.save_triggers.saved(self.position())
         protected = {name} | ({self.state.best_checkpoint} if self.state.best_checkpoint else set())
         for stale in checkpoints_to_delete(listing(self.checkpointer), self.checkpoint_policy, self.mode, protected):
             self.checkpointer.delete(stale)
         return path
 
-    def maybe_save_final_checkpoint(self) -> Path | None:
-        """The state at the end of fit, unless the last save was of this very position."""
-        if self.checkpointer is None:
-            return None
-        if self._last_save[1] == self._position():
-            return self.checkpointer.directory / self.checkpoint_name()
-        return self.save_checkpoint(monitor_value=self.last_monitored if self.state.batch_in_epoch == 0 else None)
-
     def maybe_raise_interrupted(self, checkpoint: Path | None) -> None:
         """After a stop request (a signal, ``Experiment.stop()``): say where to resume, skip the test."""
-        signal_number = self.stop_requests.signal_number
-        if not self.stop_requested():
+        requests = self.stop_requests
+        if not requests.requested:
             return
-        cause = signal.Signals(signal_number).name if signal_number is not None else "Experiment.stop()"
         where = f"; checkpoint {checkpoint}; continue with `cadence resume {self.experiment.directory}`" if checkpoint else ""
-        raise TrainingInterrupted(f"training stopped by {cause} at step {self.state.global_step}{where}", signal_number, checkpoint)
+        raise TrainingInterrupted(f"training stopped by {requests.reason} at step {self.state.global_step}{where}",
+                                  requests.signal_number, checkpoint)
 
     # ------------------------------------------------------------------ logging and results
     def call_hook(self, hook: str, *arguments: Any) -> None:
@@ -485,4 +489,7 @@ class Trainer:
         self.logger.info("epoch %d/%d  %s", self.state.epoch + 1, self.max_epochs, format_metrics(shown))
 
     def results(self, test_metrics: dict[str, float], wall_time: float) -> dict[str, Any]:
-        return results_of(self, test_metrics, wall_time)
+        final = None
+        if self.checkpointer is not None:
+            final = str(self.checkpointer.directory / (self.state.best_checkpoint or checkpoint_name(self.state.global_step)))
+        return results_summary(self.state, self.monitor, self.mode, test_metrics, self.test_reports, wall_time, final)

@@ -139,7 +139,7 @@ def test_max_steps_stops_mid_epoch(loaders):
     trainer = make_trainer(max_epochs=5, max_steps=4)
     trainer.fit(train)
     # The epoch was not finished: no validation, and a resume continues at its 5th batch.
-    assert trainer.state.global_step == 4 and trainer.state.epoch == 0 and trainer.state.batch_in_epoch == 4
+    assert trainer.state.global_step == 4 and trainer.state.epoch == 0 and trainer.train_loader.cursor == 4
 
 
 def test_unknown_monitor_is_a_clear_error(loaders):
@@ -186,7 +186,7 @@ def test_the_epoch_plan_follows_the_train_state_and_is_checkpointed(loaders):
     trainer = make_trainer(max_epochs=3)
     trainer.fit(data)
     assert data.epochs_set == [0, 1, 2]
-    assert trainer.stateful()["train_data"] == {"epochs_set": [0, 1, 2]}
+    assert trainer.state_dict()["train_data"]["data"] == {"epochs_set": [0, 1, 2]}
 
 
 def test_classification_refuses_token_sequence_targets():

@@ -4,30 +4,34 @@ The whole training loop lives in :meth:`cadence.trainer.Trainer.fit`; this is it
 
     (resume_from: every state restored from a checkpoint first)
     on_fit_start
-    for epoch in range(state.epoch, max_epochs):
+    while state.epoch < max_epochs and not should_stop():
         on_epoch_start                  # schedules of any value apply here (lr, dropout, clip, ...);
                                         # called again when a run resumes inside this epoch, so it
                                         # must not draw random numbers or count its calls
-        for batch in plan[state.batch_in_epoch:]:   # resuming = a cursor into the epoch's plan
+        train_loader.set_epoch(state.epoch)
+        for batch in train_loader:      # the rest of the epoch's plan: the loader owns the cursor
             on_batch_start(batch)
             output = task.training_step(batch)
             output.loss.backward()
             on_after_backward           # gradient checks; clipping follows right after
             optimizer step, per-step LR schedule, global_step += 1
             on_batch_end(output)        # logging, step-interval work
-            if state.should_stop (or max_steps, a signal, Experiment.stop()) and this is not
-                the epoch's last batch: leave fit's loop
-            step-interval checkpoint (checkpoint.every_steps / every_minutes; on the epoch's
-                last batch it waits for the epoch checkpoint below)
+            if should_stop() and this is not the epoch's last batch: leave fit's loop
+            maybe_save("step")          # checkpoint.every_steps / every_minutes; on the epoch's
+                                        # last batch it waits for the epoch's save below
         metrics = validate(val_data)    # then the best model is tracked
         on_validation_end(metrics)      # early stopping, plateau schedules
         per-epoch LR schedule
+        state.epoch += 1
         on_epoch_end                    # epoch-interval work
-        epoch checkpoint (checkpoint.every_epochs, or a new best)
-        if state.should_stop (or max_steps, a signal, Experiment.stop()): break
-    final checkpoint
+        maybe_save("epoch")             # checkpoint.every_epochs, a new best, a waiting step save
+    maybe_save("final")
     on_fit_end                          # then: best weights restored, test
     on_exception(error)                 # instead of the rest, if anything raised
+
+``should_stop()`` is the one decision to stop: a callback's ``state.should_stop``,
+``max_steps``, SIGTERM/SIGINT or ``Experiment.stop()``. ``maybe_save`` is the one place that
+saves; :class:`~cadence.checkpoint.retention.SaveTriggers` decides.
 
 A stop inside an epoch skips that epoch's validation: the epoch is not finished, and a
 resumed run finishes it. A stop by SIGTERM/SIGINT or ``Experiment.stop()`` saves a

@@ -6,8 +6,10 @@ import math
 from typing import Any, Literal
 
 from cadence.callbacks.base import Callback
+from cadence.registry import CALLBACKS
 
 
+@CALLBACKS.register("early_stopping")
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` validations.
 

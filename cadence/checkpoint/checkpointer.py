@@ -8,9 +8,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import shutil
 import uuid
@@ -20,12 +18,22 @@ from typing import Any, Mapping
 import torch
 
 from cadence.checkpoint.format import (
-    ABANDONED_FOLDER, DELETED_PREFIX, MANIFEST_FILE, TRASH_PREFIX, is_temporary, load_checkpoint, save_checkpoint,
-    verify_checkpoint,
+    ABANDONED_FOLDER, DELETED_PREFIX, MANIFEST_FILE, TRASH_PREFIX, is_temporary, load_checkpoint, peek_metadata,
+    save_checkpoint, verify_checkpoint,
 )
+from cadence.checkpoint.retention import CheckpointEntry, best_first
 from cadence.errors import CheckpointError
 
-__all__ = ["Checkpointer", "find_best_checkpoint", "find_checkpoint", "listing"]
+__all__ = ["Checkpointer", "checkpoint_name", "find_best_checkpoint", "find_checkpoint", "listing"]
+
+
+def checkpoint_name(global_step: int) -> str:
+    """The folder name of the Trainer's checkpoint after ``global_step`` steps.
+
+    >>> checkpoint_name(1200)
+    'step-000001200'
+    """
+    return f"step-{global_step:09d}"
 
 logger = logging.getLogger("cadence")
 
@@ -67,10 +75,7 @@ class Checkpointer:
             return []
 
         def order(path: Path) -> tuple:
-            try:
-                step = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))["metadata"]["global_step"]
-            except (OSError, ValueError, KeyError, TypeError):
-                step = None
+            step = (peek_metadata(path) or {}).get("global_step")
             return (1, step, path.name) if type(step) is int else (0, 0, path.name)
 
         return sorted((entry for entry in self.directory.iterdir() if not entry.name.startswith(".")
@@ -144,18 +149,18 @@ class Checkpointer:
         return removed
 
 
-def listing(checkpointer: Checkpointer) -> list[tuple[str, int, float | None]]:
-    """``(name, global_step, monitored value)`` of each checkpoint, read from the manifests
-    without hashing the files (retention runs after every save)."""
+def listing(checkpointer: Checkpointer) -> list[CheckpointEntry]:
+    """Each readable checkpoint's ``(name, global_step, monitored value)``, oldest first, read
+    from the manifests without hashing the files (retention runs after every save)."""
     entries = []
     for path in checkpointer.list():
-        try:
-            metadata = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))["metadata"]
-        except (OSError, ValueError, KeyError, TypeError):
+        metadata = peek_metadata(path)
+        if metadata is None:
             continue  # damaged: left alone, and skipped when resuming
-        value = metadata.get("monitor_value")
-        step = metadata.get("global_step")
-        entries.append((path.name, step if type(step) is int else -1, float(value) if isinstance(value, (int, float)) else None))
+        value, step = metadata.get("monitor_value"), metadata.get("global_step")
+        entries.append(CheckpointEntry(
+            path.name, step if type(step) is int else -1, float(value) if isinstance(value, (int, float)) else None,
+        ))
     return entries
 
 
@@ -191,15 +196,9 @@ def find_best_checkpoint(path: str | Path) -> Path:
     if (path / MANIFEST_FILE).is_file():
         return path
     newest = find_checkpoint(path)
-    checkpointer = Checkpointer(newest.parent)
-    mode = json.loads((newest / MANIFEST_FILE).read_text(encoding="utf-8"))["metadata"].get("mode", "min")
-    # Ties go to the earliest, as in the Trainer, which takes a new best only when strictly better.
-    scored = sorted(
-        (value if mode == "min" else -value, step, name)
-        for name, step, value in listing(checkpointer) if value is not None and math.isfinite(value)
-    )
-    for _, _, name in scored:
-        candidate = newest.parent / name
+    mode = (peek_metadata(newest) or {}).get("mode", "min")  # newest was verified just now
+    for entry in best_first(listing(Checkpointer(newest.parent)), mode):
+        candidate = newest.parent / entry.name
         try:
             verify_checkpoint(candidate)
         except CheckpointError as error:

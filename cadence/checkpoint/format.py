@@ -292,6 +292,34 @@ def save_checkpoint(folder: str | Path, state: Mapping[str, Any], metadata: Mapp
     return final
 
 
+def _parse_manifest(folder: Path) -> dict:
+    """``manifest.json`` parsed and checked to be a cadence manifest; the files it lists are
+    not looked at. The one place a manifest is read (verified or not)."""
+    if not (folder / MANIFEST_FILE).is_file():
+        raise CheckpointError(f"checkpoint {folder}: {MANIFEST_FILE} is missing: the save never finished, or this is not a "
+                              "checkpoint; load an earlier checkpoint")
+    try:
+        manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as error:
+        raise CheckpointError(f"checkpoint {folder}: {MANIFEST_FILE} is not valid JSON ({error}); load an earlier checkpoint") from error
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {folder}: {MANIFEST_FILE} does not describe a {FORMAT}; check the path")
+    if not isinstance(manifest.get("metadata", {}), dict):
+        raise CheckpointError(f"checkpoint {folder}: {MANIFEST_FILE} has malformed metadata; load an earlier checkpoint")
+    return manifest
+
+
+def peek_metadata(folder: str | Path) -> dict[str, Any] | None:
+    """The metadata of a checkpoint's manifest without hashing its files, or None when the
+    manifest cannot be read. Cheap enough to list a folder after every save; what is then
+    loaded is verified in full."""
+    folder = Path(folder)
+    try:
+        return _decode_metadata(folder, _parse_manifest(folder))
+    except (CheckpointError, OSError):
+        return None
+
+
 def _verified_manifest(folder: str | Path) -> tuple[Path, dict]:
     """Check a checkpoint against its manifest; of the contents, only the manifest is parsed."""
     folder = Path(folder)
@@ -302,14 +330,7 @@ def _verified_manifest(folder: str | Path) -> tuple[Path, dict]:
     try:
         if not folder.is_dir():
             raise damaged("no such folder", "check the path (Checkpointer.list() shows saved checkpoints)")
-        if not (folder / MANIFEST_FILE).is_file():
-            raise damaged(f"{MANIFEST_FILE} is missing: the save never finished, or this is not a checkpoint")
-        try:
-            manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
-        except (ValueError, RecursionError) as error:
-            raise damaged(f"{MANIFEST_FILE} is not valid JSON ({error})") from error
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise damaged(f"{MANIFEST_FILE} does not describe a {FORMAT}", "check the path")
+        manifest = _parse_manifest(folder)
         if manifest.get("version") != VERSION:
             raise damaged(f"format version {manifest.get('version')!r}, this cadence reads {VERSION}",
                           "load it with the cadence version that wrote it")

@@ -1,85 +1,78 @@
-"""What a checkpoint of a Trainer holds, and putting it back.
+"""A dict of Stateful things as one plain state, and putting it back.
 
-Every component that must survive a restart follows ``state_dict()`` /
-``load_state_dict()``; :func:`capture` gathers them into one dict of plain state (tensors,
-numbers, strings) for :mod:`cadence.checkpoint`, and :func:`restore` hands each its part.
+Everything that must survive a restart follows PyTorch's ``Stateful`` protocol:
+``state_dict()`` / ``load_state_dict()``. :func:`capture` takes a dict of them (or of lists
+and dicts of them, or ``None`` for a component a run does not have) and returns one dict of
+plain state (tensors, arrays, numbers, strings) that :mod:`cadence.checkpoint.format` saves,
+with every random generator added under ``"rng"``. :func:`restore` hands each component its
+part, in the dict's order, and the random generators last, so that nothing restored after
+them draws a number.
 
-Held: the task's weights (and feature buffers such as global normalization statistics),
-the optimizer (step counts included), the LR schedule, :class:`~cadence.state.TrainState`
-(epoch, step, position in the epoch, best value, history), the running epoch's loss sums,
-the training data's position (``(epoch, cursor)`` of an AudioDataLoader), training metrics
-in flight, each callback's state, every random generator (and the torch one as the epoch
-began), the resolved config, and a text task's tokenizer (as JSON).
+>>> import torch
+>>> model = torch.nn.Linear(2, 1)
+>>> state = capture({"model": model, "scheduler": None})
+>>> sorted(state)
+['model', 'rng', 'scheduler']
+>>> restore({"model": model, "scheduler": None}, state)
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
-from cadence.errors import CheckpointError
 from cadence.checkpoint.rng import load_rng_state, rng_state
+from cadence.errors import CheckpointError
 
-if TYPE_CHECKING:
-    from cadence.trainer import Trainer
+__all__ = ["Stateful", "capture", "restore"]
 
-__all__ = ["capture", "restore"]
-
-
-def _has(component: Any, method: str) -> bool:
-    return callable(getattr(component, method, None))
+RNG_KEY = "rng"
 
 
-def callback_key(index: int, callback: Any) -> str:
-    return f"{index}:{type(callback).__name__}"
+@runtime_checkable
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-def capture(trainer: Trainer) -> dict[str, Any]:
-    """The trainer's whole state at this moment."""
-    return {
-        "task": trainer.task.state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
-        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
-        "trainer_state": trainer.state.state_dict(),
-        "epoch_sums": {name: value.detach().cpu() for name, value in trainer.epoch_sums.items()},
-        "train_data": trainer.train_data.state_dict() if _has(trainer.train_data, "state_dict") else None,
-        "train_metrics": [metric.state_dict() for metric in trainer.train_metrics],
-        "callbacks": {callback_key(index, callback): callback.state_dict() for index, callback in enumerate(trainer.callbacks)},
-        "rng": rng_state(),
-        # The torch RNG as the epoch began: a plain DataLoader resumed mid-epoch replays its shuffle.
-        "epoch_start_rng": trainer.epoch_start_rng,
-        "config": trainer.config,
-        # A text task's tokenizer travels with its weights: ids mean nothing without it.
-        "tokenizer": tokenizer_document(trainer.task),
-    }
+def _state_of(component: Any) -> Any:
+    if component is None:
+        return None
+    if isinstance(component, list):
+        return [_state_of(item) for item in component]
+    if isinstance(component, dict):
+        return {key: _state_of(item) for key, item in component.items()}
+    return component.state_dict()
 
 
-def tokenizer_document(task: Any) -> dict[str, Any] | None:
-    tokenizer = getattr(task, "tokenizer", None)
-    return tokenizer.to_dict() if tokenizer is not None else None
+def capture(components: Mapping[str, Any]) -> dict[str, Any]:
+    """Each component's ``state_dict()`` under its name, plus every random generator's state."""
+    return {**{name: _state_of(component) for name, component in components.items()}, RNG_KEY: rng_state()}
 
 
-def restore(trainer: Trainer, state: dict[str, Any]) -> None:
-    """Load ``state`` (from :func:`capture`) into the trainer's components; the random
-    generators last, so that nothing restored after them draws a number."""
-    trainer.task.load_state_dict(state["task"])
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    if trainer.scheduler is not None and state.get("scheduler") is not None:
-        trainer.scheduler.load_state_dict(state["scheduler"])
-    trainer.state.load_state_dict(state["trainer_state"])
-    for name, value in state.get("epoch_sums", {}).items():
-        trainer.epoch_sums[name] = value.to(trainer.device)
-    if state.get("train_data") is not None and _has(trainer.train_data, "load_state_dict"):
-        trainer.train_data.load_state_dict(state["train_data"])
-    for metric, metric_state in zip(trainer.train_metrics, state.get("train_metrics", [])):
-        metric.load_state_dict(metric_state)
-    saved = state.get("callbacks", {})
-    for index, callback in enumerate(trainer.callbacks):
-        key = callback_key(index, callback)
-        if key not in saved:
-            raise CheckpointError(
-                f"the checkpoint has no state for callback {key}; its callbacks were {sorted(saved)}. "
-                "Resume with the callbacks the run was started with"
-            )
-        callback.load_state_dict(saved[key])
-    trainer.epoch_start_rng = state.get("epoch_start_rng")
-    load_rng_state(state["rng"])
+def _load(component: Any, state: Any, name: str) -> None:
+    if component is None or state is None:
+        return  # not part of this run, or saved without one (a schedule added later)
+    if isinstance(component, list):
+        for item, item_state in zip(component, state):
+            _load(item, item_state, name)
+        return
+    if isinstance(component, dict):
+        for key, item in component.items():
+            if key not in state:
+                raise CheckpointError(
+                    f"the checkpoint has no state for {key} in '{name}'; it has {sorted(state)}. "
+                    f"Resume with the {name} the run was started with"
+                )
+            _load(item, state[key], name)
+        return
+    if callable(getattr(component, "load_state_dict", None)):
+        component.load_state_dict(state)
+
+
+def restore(components: Mapping[str, Any], state: Mapping[str, Any]) -> None:
+    """Load ``state`` (from :func:`capture`) into ``components``, random generators last."""
+    for name, component in components.items():
+        _load(component, state.get(name), name)
+    load_rng_state(state[RNG_KEY])

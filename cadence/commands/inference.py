@@ -19,7 +19,10 @@ from cadence.checkpoint.format import load_checkpoint
 from cadence.checkpoint.checkpointer import find_best_checkpoint
 from cadence.data.audio import load_audio
 from cadence.errors import CheckpointError, ConfigError
-from cadence.evaluation import write_records
+from cadence.config.build import build_data, build_metrics, build_task
+from cadence.config.resolve import resolve
+from cadence.evaluation import evaluate, write_records
+from cadence.runtime.device import resolve_device
 from cadence.registry import DATASETS
 from cadence.config.rebuild import load, saved_config
 
@@ -34,22 +37,20 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", device: str = "au
     Hypotheses go to ``EXP_DIR/hypotheses/eval-<checkpoint>-<split>.jsonl``, beside (never over)
     those the training wrote.
     """
-    from cadence.config.build import build_data, build_metrics, build_task  # late import: build imports the trainer
-    from cadence.trainer import Trainer
-
     if split not in SPLITS:
         raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     checkpoint = find_best_checkpoint(path)
     state, _ = load_checkpoint(checkpoint)
-    recipe = saved_config(state, checkpoint)
-    if "preload" in DATASETS.schema(recipe.data.name).model_fields:
-        recipe.data.model_extra["preload"] = False  # one split is read, once; results do not depend on it
+    config = saved_config(state, checkpoint)
+    if "preload" in DATASETS.schema(config.data.name).model_fields:
+        config.data.model_extra["preload"] = False  # one split is read, once; results do not depend on it
+    recipe = resolve(config)
     experiment_directory = checkpoint.parent.parent
     data = build_data(recipe, experiment_directory / "data")
     loader = {"train": data.train, "valid": data.valid, "test": data.test}[split]
     if loader is None:
         raise ConfigError(f"the recipe of {checkpoint} has no {split} data")
-    facts = {**data.facts, "mode": recipe.trainer.mode}
+    facts = {**data.facts, "mode": recipe.trainer["mode"]}
     saved_tokenizer = state.get("tokenizer")
     if saved_tokenizer is not None and saved_tokenizer != facts["tokenizer"].to_dict():
         raise CheckpointError(
@@ -59,13 +60,10 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", device: str = "au
     # Built without data: feature statistics come from the checkpoint, not from a new pass.
     task = build_task(recipe, facts)
     task.load_state_dict(state["task"])
-    # Evaluation only: the trainer never steps an optimizer here.
-    trainer = Trainer(task, optimizer=None, device=device, metrics=build_metrics(recipe, facts), progress_bar=False)
-    records: list[dict[str, Any]] = []
-    results = trainer.evaluate(loader, split, records=records)
-    if records:
-        write_records(experiment_directory / "hypotheses" / f"eval-{checkpoint.name}-{split}.jsonl", records)
-    return {"checkpoint": str(checkpoint), "split": split, "metrics": results}
+    evaluation = evaluate(task, loader, split, build_metrics(recipe, facts), resolve_device(device))
+    if evaluation.records:
+        write_records(experiment_directory / "hypotheses" / f"eval-{checkpoint.name}-{split}.jsonl", evaluation.records)
+    return {"checkpoint": str(checkpoint), "split": split, "metrics": evaluation.metrics}
 
 
 def feature_sample_rate(task: torch.nn.Module) -> int:

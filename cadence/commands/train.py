@@ -1,36 +1,34 @@
-"""Running a recipe end to end: validate, create the experiment, build, fit, record."""
+"""Running a recipe end to end: validate, create the experiment, build, fit.
+
+What the run leaves in its folder (config.yaml and its hash, provenance.json, code/,
+results.json) is written by the Trainer's ``fit`` (:mod:`cadence.run_record`), as for a
+run built in Python: this module only says which recipe the run came from.
+"""
 
 from __future__ import annotations
 
-import datetime
-import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from cadence.config.build import Built, build, import_user_modules, resolve
-from cadence.checkpoint.checkpointer import Checkpointer
+from cadence.checkpoint.checkpointer import Checkpointer, find_checkpoint
 from cadence.checkpoint.format import load_checkpoint
-from cadence.checkpoint.checkpointer import find_checkpoint
-from cadence.config.schema import RecipeConfig, apply_overrides, config_hash, load_recipe, load_yaml, to_yaml, validate_recipe
+from cadence.checkpoint.rng import seed_everything
+from cadence.config.build import build, import_user_modules
+from cadence.config.rebuild import import_saved_modules
+from cadence.config.resolve import ResolvedRecipe, resolve
+from cadence.config.schema import RecipeConfig, apply_overrides, load_recipe, load_yaml, validate_recipe
 from cadence.errors import CadenceError, CheckpointError, ConfigError
 from cadence.experiment import Experiment, unique_directory
+from cadence.runtime.files import to_yaml
 from cadence.runtime.logs import setup_console_logging
-from cadence.runtime.provenance import collect_provenance, snapshot_code
-from cadence.checkpoint.rng import seed_everything
-from cadence.config.rebuild import import_saved_modules
+from cadence.runtime.process import apply_process_settings
 
 
-def prepare_run(config: RecipeConfig) -> None:
+def prepare_run(recipe: ResolvedRecipe) -> None:
     """Process-wide settings a recipe asks for, applied before anything random happens."""
-    if config.trainer.num_threads is not None:
-        torch.set_num_threads(config.trainer.num_threads)
-    if config.trainer.deterministic:
-        torch.use_deterministic_algorithms(True)
-    seed_everything(config.seed)
+    apply_process_settings(**recipe.process_settings())
+    seed_everything(recipe.config.seed)
 
 
 def experiment_directory(config: RecipeConfig, exp_dir: str | Path | None) -> Path:
@@ -46,16 +44,16 @@ def train_recipe(recipe: str | Path, overrides: list[str] = (), exp_dir: str | P
     """``cadence train``: returns the results written to ``EXP_DIR/results.json``."""
     recipe = Path(recipe)
     config = load_recipe(recipe, list(overrides))
-    modules = import_user_modules(config.imports, recipe.resolve().parent)
-    resolve(config)  # every key checked before any folder is created
+    import_user_modules(config.imports, recipe.resolve().parent)
+    resolved = resolve(config)  # every key checked, once, before any folder is created
     logger = setup_console_logging()
     directory = experiment_directory(config, exp_dir)
     created = not directory.exists()
-    prepare_run(config)
-    experiment = Experiment(directory, tensorboard=config.experiment.tensorboard)
+    prepare_run(resolved)
+    experiment = Experiment(directory, tensorboard=config.experiment.tensorboard, entry_point=recipe)
     try:
         try:
-            built = build(config, experiment)
+            built = build(resolved, experiment)
         except CadenceError:
             # Nothing was trained: leave no half-made experiment folder behind.
             experiment.stop()
@@ -63,12 +61,7 @@ def train_recipe(recipe: str | Path, overrides: list[str] = (), exp_dir: str | P
                 shutil.rmtree(directory, ignore_errors=True)
             raise
         logger.info("experiment %s", experiment.directory)
-        digest = config_hash(built.resolved)
-        experiment.write_text("config.yaml", to_yaml(built.resolved))
-        experiment.write_text("config.sha256", digest + "\n")
-        experiment.write_json("provenance.json", collect_provenance(config.seed, digest, built.data.manifests))
-        snapshot_code(experiment.directory / "code", recipe, modules)
-        return fit_and_record(built, experiment, digest)
+        return built.trainer.fit(built.data.train, built.data.valid, built.data.test)
     finally:
         experiment.stop()
 
@@ -118,45 +111,25 @@ def resume_experiment(
         )
     config = validate_recipe(apply_overrides(saved, list(overrides)))
     import_saved_modules(config.imports, directory / "code")
-    resolve(config)
+    resolved = resolve(config)
     logger = setup_console_logging()
-    prepare_run(config)
-    experiment = Experiment(directory, tensorboard=config.experiment.tensorboard)
+    prepare_run(resolved)
+    # The resume is recorded in provenance.json (by fit), with what this command changed.
+    notes = {
+        "overrides": list(overrides), "changes": [{"key": key, "saved": old, "new": new} for key, old, new in changes],
+        "exact": not unsafe,
+    }
+    experiment = Experiment(directory, tensorboard=config.experiment.tensorboard, notes=notes)
     try:
-        built = build(config, experiment)
+        built = build(resolved, experiment)
         logger.info("resuming experiment %s from %s%s", directory, start, f" with changes: {described}" if changes else "")
-        digest = config_hash(built.resolved)
-        # The config this run continues with (that of its checkpoint, plus any changes).
-        experiment.write_text("config.yaml", to_yaml(built.resolved))
-        experiment.write_text("config.sha256", digest + "\n")
-        record_resume(experiment, start, list(overrides), changes, unsafe)
-        return fit_and_record(built, experiment, digest, resume_from=start)
+        return built.trainer.fit(built.data.train, built.data.valid, built.data.test, resume_from=start)
     finally:
         experiment.stop()
-
-
-def record_resume(experiment: Experiment, checkpoint: Path, overrides: list[str], changes: list, unsafe: list) -> None:
-    path = experiment.directory / "provenance.json"
-    provenance = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    provenance.setdefault("resumes", []).append({
-        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "checkpoint": str(checkpoint), "overrides": overrides, "command": sys.argv,
-        "changes": [{"key": key, "saved": old, "new": new} for key, old, new in changes],
-        "exact": not unsafe,
-    })
-    experiment.write_json("provenance.json", provenance)
-
-
-def fit_and_record(built: Built, experiment: Experiment, digest: str, resume_from: Path | None = None) -> dict[str, Any]:
-    data = built.data
-    results = built.trainer.fit(data.train, data.valid, data.test, resume_from=resume_from)
-    results = {"experiment": str(experiment.directory), "config_sha256": digest, **results}
-    experiment.write_json("results.json", results)
-    return results
 
 
 def print_config(recipe: str | Path, overrides: list[str] = ()) -> str:
     recipe = Path(recipe)
     config = load_recipe(recipe, list(overrides))
     import_user_modules(config.imports, recipe.resolve().parent)
-    return to_yaml(resolve(config))
+    return to_yaml(resolve(config).to_dict())

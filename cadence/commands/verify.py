@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cadence.checkpoint.checkpointer import checkpoint_name
 from cadence.checkpoint.format import load_checkpoint
 from cadence.errors import ConfigError
 from cadence.commands.train import resume_experiment, train_recipe
@@ -60,7 +61,7 @@ def verify_resume(recipe: str | Path, overrides: list[str] = (), steps: int = 20
         straight = train_recipe(recipe, [*overrides, *quiet, f"trainer.max_steps={steps}"], exp_dir=Path(root) / "straight")
         train_recipe(recipe, [*overrides, *quiet, f"trainer.max_steps={interrupt_at}"], exp_dir=Path(root) / "interrupted")
         resumed = resume_experiment(Path(root) / "interrupted", [f"trainer.max_steps={steps}"])
-        name = f"step-{steps:09d}"
+        name = checkpoint_name(steps)
         first, _ = load_checkpoint(Path(straight["experiment"]) / "checkpoints" / name)
         second, _ = load_checkpoint(Path(resumed["experiment"]) / "checkpoints" / name)
     compared, differing = differences({key: first.get(key) for key in COMPARED}, {key: second.get(key) for key in COMPARED})

@@ -1,3 +1,3 @@
-"""The declarative layer: recipes (``schema``), the one place they become objects (``build``),
-the built-in components and their names (``components``), and rebuilding a run from a
-checkpoint (``rebuild``)."""
+"""The declarative layer: recipes (``schema``), every section validated once (``resolve``), the
+one place they become objects (``build``), the built-in components (``components``), and
+rebuilding a run from a checkpoint (``rebuild``)."""

@@ -1,42 +1,30 @@
-"""Every built-in component and the name a recipe uses for it, in one place."""
+"""The built-in components, registered where they are defined (``@MODELS.register("tds")``,
+as a user registers their own): importing their modules here is what puts every built-in
+name into the registries before a recipe is resolved.
+
+| registry | names |
+| --- | --- |
+| ``DATASETS`` | ``fsdd`` (:mod:`cadence.corpora.builders`), ``manifests`` (:mod:`cadence.data.builders`) |
+| ``FEATURES`` | ``spectrogram``, ``log_mel``, ``mfcc``, ``normalize``, ``spec_augment`` |
+| ``MODELS`` | ``cnn_classifier``, ``deepspeech2``, ``listen_attend_spell``, ``tds`` |
+| ``TASKS`` | ``classification``, ``ctc``, ``seq2seq`` |
+| ``OPTIMIZERS``, ``SCHEDULERS`` | ``sgd``, ``adam``, ``adamw``; ``step``, ``exponential``, ``reduce_on_plateau`` |
+| ``METRICS`` | ``accuracy``, ``precision``, ``recall``, ``f1``, ``confusion_matrix``, ``wer``, ``cer`` |
+| ``CALLBACKS`` | ``early_stopping`` |
+"""
 
 from __future__ import annotations
 
-from cadence.callbacks import EarlyStopping
-from cadence.data.features import MFCC, LogMel, Spectrogram
-from cadence.data.normalization import FeatureNormalization
-from cadence.data.spec_augment import SpecAugment
-from cadence.data.builders import fsdd, manifests
-from cadence.metrics import METRICS as METRIC_CLASSES
-from cadence.metrics import CharacterErrorRate, WordErrorRate
-from cadence.models.cnn_classifier import CNNClassifier
-from cadence.models.deepspeech2 import DeepSpeech2
-from cadence.models.listen_attend_spell import ListenAttendSpell
-from cadence.models.tds import TDSSeq2Seq
-from cadence.optim import OPTIMIZER_FACTORIES, SCHEDULER_FACTORIES
-from cadence.registry import CALLBACKS, DATASETS, FEATURES, METRICS, MODELS, OPTIMIZERS, SCHEDULERS, TASKS
-from cadence.tasks import ClassificationTask, CTCTask, Seq2SeqTask
-
-DATASETS.register("fsdd", fsdd)
-DATASETS.register("manifests", manifests)
-FEATURES.register("spectrogram", Spectrogram)
-FEATURES.register("log_mel", LogMel)
-FEATURES.register("mfcc", MFCC)
-FEATURES.register("normalize", FeatureNormalization)
-FEATURES.register("spec_augment", SpecAugment)
-MODELS.register("cnn_classifier", CNNClassifier)
-MODELS.register("deepspeech2", DeepSpeech2)
-MODELS.register("listen_attend_spell", ListenAttendSpell)
-MODELS.register("tds", TDSSeq2Seq)
-TASKS.register("classification", ClassificationTask)
-TASKS.register("ctc", CTCTask)
-TASKS.register("seq2seq", Seq2SeqTask)
-CALLBACKS.register("early_stopping", EarlyStopping)
-for _name, _factory in OPTIMIZER_FACTORIES.items():
-    OPTIMIZERS.register(_name, _factory)
-for _name, _factory in SCHEDULER_FACTORIES.items():
-    SCHEDULERS.register(_name, _factory)
-for _name, _metric in METRIC_CLASSES.items():
-    METRICS.register(_name, _metric)
-METRICS.register("wer", WordErrorRate)
-METRICS.register("cer", CharacterErrorRate)
+import cadence.callbacks.early_stopping  # noqa: F401
+import cadence.corpora.builders  # noqa: F401
+import cadence.data.builders  # noqa: F401
+import cadence.data.features  # noqa: F401
+import cadence.data.normalization  # noqa: F401
+import cadence.data.spec_augment  # noqa: F401
+import cadence.metrics  # noqa: F401
+import cadence.models.cnn_classifier  # noqa: F401
+import cadence.models.deepspeech2  # noqa: F401
+import cadence.models.listen_attend_spell  # noqa: F401
+import cadence.models.tds  # noqa: F401
+import cadence.optim  # noqa: F401
+import cadence.tasks  # noqa: F401

@@ -1,13 +1,16 @@
 """Rebuilding components from a checkpoint: its config (by registered names) plus its state.
 
 - :func:`load`: the task (features + model) of a checkpoint, ready for inference.
-- :func:`trainer_from_checkpoint` (also ``Trainer.from_checkpoint``): data, model, optimizer,
-  schedule, metrics, callbacks and Trainer rebuilt from the saved config, with every state
-  restored when ``fit`` starts.
+- :func:`trainer_from_checkpoint`: data, model, optimizer, schedule, metrics, callbacks and
+  Trainer rebuilt from the saved config, with every state restored when ``fit`` starts.
+
+Both work on any run whose checkpoints hold a config: a recipe run, or a run built in Python
+from registered components (see :mod:`cadence.run_record`).
 
 A checkpoint is read only after its manifest verifies, and nothing in it is unpickled.
-User components listed under ``imports:`` are imported from the experiment's ``code/``
-snapshot when the checkpoint lives in an experiment folder.
+User components listed under ``imports:`` are imported from the experiment's ``code/modules``
+snapshot when the checkpoint lives in an experiment folder (a Python-built run lists the
+modules that define its components, its own script included).
 
 Example::
 
@@ -20,19 +23,20 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from cadence.checkpoint.format import load_checkpoint
 from cadence.checkpoint.checkpointer import find_best_checkpoint, find_checkpoint
+from cadence.checkpoint.format import load_checkpoint
+from cadence.config.build import build, build_task
+from cadence.config.resolve import resolve
 from cadence.config.schema import RecipeConfig, validate_recipe
+from cadence.data.tokenizers import tokenizer_from_dict
 from cadence.errors import CheckpointError, ConfigError
-
-if TYPE_CHECKING:
-    from cadence.experiment import Experiment
-    from cadence.trainer import Trainer
+from cadence.experiment import Experiment
+from cadence.trainer import Trainer
 
 __all__ = ["import_saved_modules", "load", "saved_config", "trainer_from_checkpoint"]
 
@@ -74,17 +78,13 @@ def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> nn.Modul
     text task's tokenizer is in the checkpoint, so no data is read. The returned module has a
     ``config`` attribute with the resolved config.
     """
-    from cadence.config.build import build_task  # late import: build imports the trainer, which imports this module
-
     path = find_best_checkpoint(checkpoint)
     state, _ = load_checkpoint(path)
     recipe = saved_config(state, path)
     facts = {}
     if state.get("tokenizer") is not None:
-        from cadence.data.tokenizers import tokenizer_from_dict
-
         facts["tokenizer"] = tokenizer_from_dict(state["tokenizer"])
-    task = build_task(recipe, facts=facts)
+    task = build_task(resolve(recipe), facts=facts)
     task.load_state_dict(state["task"])
     task.config = state["config"]
     return task.to(device).eval()
@@ -95,13 +95,11 @@ def trainer_from_checkpoint(checkpoint: str | Path, experiment: Experiment | Non
 
     The data set is built again (``trainer.data``), so ``trainer.fit()`` needs no arguments.
     """
-    from cadence.config.build import build
-
     path = find_checkpoint(checkpoint)
     state, _ = load_checkpoint(path)
     # Without an experiment, data files (manifests) go to the run's own data/ folder again.
     work_dir = None if experiment is not None else path.parent.parent / "data"
-    built = build(saved_config(state, path), experiment, work_dir=work_dir)
+    built = build(resolve(saved_config(state, path)), experiment, work_dir=work_dir)
     trainer = built.trainer
     trainer.data = built.data
     trainer.pending_resume = path

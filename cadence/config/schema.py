@@ -4,8 +4,10 @@ The top level of a recipe has a fixed schema (:class:`RecipeConfig`). Each compo
 section (``data``, ``features``, ``model``, ``task``, ``optimizer``, ``scheduler``,
 ``metrics``, ``callbacks``) names a registered component; its parameters are
 validated against the schema of that component's signature (see
-:mod:`cadence.registry`). Every mistake is a :class:`ConfigError` that names the full
-key path, e.g. ``model.chanels: unknown key (did you mean 'channels'?)``.
+:mod:`cadence.registry`), and so are the ``trainer`` (the Trainer's signature) and
+``checkpoint`` (CheckpointPolicy's) sections, by :func:`cadence.config.resolve.resolve`.
+Every mistake is a :class:`ConfigError` that names the full key path, e.g.
+``model.chanels: unknown key (did you mean 'channels'?)``.
 
 Example::
 
@@ -17,8 +19,6 @@ Example::
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,14 +31,20 @@ from cadence.registry import suggest
 Strict = pydantic.ConfigDict(extra="forbid", protected_namespaces=())
 
 
-class ComponentConfig(pydantic.BaseModel):
-    """``{name: registered_name, ...parameters}``; parameters are checked at build time."""
+class SectionConfig(pydantic.BaseModel):
+    """A section whose keys are a constructor's parameters, checked by
+    :func:`cadence.config.resolve.resolve` against the schema of its signature."""
 
     model_config = pydantic.ConfigDict(extra="allow")
-    name: str
 
     def parameters(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+
+class ComponentConfig(SectionConfig):
+    """``{name: registered_name, ...parameters}``: the parameters of the component registered as ``name``."""
+
+    name: str
 
 
 class SchedulerConfig(ComponentConfig):
@@ -48,34 +54,6 @@ class SchedulerConfig(ComponentConfig):
     monitor: str | None = None
 
 
-class TrainerConfig(pydantic.BaseModel):
-    model_config = Strict
-    max_epochs: int = pydantic.Field(10, ge=1)
-    max_steps: int | None = pydantic.Field(None, ge=1)
-    device: str = "auto"
-    clip_grad_norm: float | None = pydantic.Field(None, gt=0)
-    clip_grad_value: float | None = pydantic.Field(None, gt=0)
-    monitor: str = "val/loss"
-    mode: Literal["min", "max"] = "min"
-    restore_best: bool = True
-    train_metrics_every: int = pydantic.Field(0, ge=0)
-    log_every: int = pydantic.Field(50, ge=1)
-    progress_bar: bool = True
-    deterministic: bool = False
-    num_threads: int | None = pydantic.Field(None, ge=1)
-
-
-class CheckpointConfig(pydantic.BaseModel):
-    """When checkpoints are saved (any trigger may be null) and which are kept."""
-
-    model_config = Strict
-    every_epochs: int | None = pydantic.Field(1, ge=1)
-    every_steps: int | None = pydantic.Field(None, ge=1)
-    every_minutes: float | None = pydantic.Field(None, gt=0)
-    keep_last: int = pydantic.Field(1, ge=1)  # the most recent N
-    keep_best: int = pydantic.Field(1, ge=0)  # the K best by trainer.monitor / trainer.mode
-
-
 class ExperimentConfig(pydantic.BaseModel):
     model_config = Strict
     root: str = "runs"
@@ -83,7 +61,7 @@ class ExperimentConfig(pydantic.BaseModel):
 
 
 class RecipeConfig(pydantic.BaseModel):
-    """The whole recipe. Component sections are validated further by :func:`cadence.config.build.build`."""
+    """The whole recipe. Its sections' keys are validated further by :func:`cadence.config.resolve.resolve`."""
 
     model_config = Strict
     name: str
@@ -98,8 +76,10 @@ class RecipeConfig(pydantic.BaseModel):
     scheduler: SchedulerConfig | None = None
     metrics: list[ComponentConfig] = [ComponentConfig(name="accuracy")]
     callbacks: list[ComponentConfig] = []
-    trainer: TrainerConfig = TrainerConfig()
-    checkpoint: CheckpointConfig = CheckpointConfig()
+    # The Trainer's arguments (and the process settings: threads, deterministic kernels).
+    trainer: SectionConfig = SectionConfig()
+    # When checkpoints are saved (any trigger may be null) and which are kept: CheckpointPolicy.
+    checkpoint: SectionConfig = SectionConfig()
     experiment: ExperimentConfig = ExperimentConfig()
 
     @pydantic.field_validator("metrics", mode="before")
@@ -232,13 +212,3 @@ def validate_recipe(recipe: dict[str, Any]) -> RecipeConfig:
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> RecipeConfig:
     """Read, override and validate the top level of a recipe."""
     return validate_recipe(apply_overrides(load_yaml(path), list(overrides)))
-
-
-def config_hash(resolved: dict[str, Any]) -> str:
-    """sha256 of the resolved config in canonical JSON, to tell two runs' configs apart."""
-    canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def to_yaml(resolved: dict[str, Any]) -> str:
-    return yaml.safe_dump(resolved, sort_keys=False, default_flow_style=False)

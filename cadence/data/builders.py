@@ -1,8 +1,8 @@
 """Data set builders a recipe names under ``data:``: manifests in, loaders out.
 
-``manifests`` reads any train/valid/test JSON Lines manifests; ``fsdd`` first writes FSDD's
-manifests (digits, speakers, or the generated connected-digits corpus) into the
-experiment folder and then does the same. Both return a :class:`cadence.config.build.DataBundle`
+``manifests`` reads any train/valid/test JSON Lines manifests (``fsdd``, in
+:mod:`cadence.corpora.builders`, writes FSDD's manifests first and then calls it). It returns
+a :class:`cadence.registry.DataBundle`
 whose loaders are :class:`~cadence.data.loader.AudioDataLoader` objects:
 
 - training: batches planned by ``batching`` (a :class:`~cadence.data.sampler.BatchingOptions`),
@@ -22,7 +22,6 @@ from typing import Literal
 
 import numpy as np
 
-from cadence.corpora.fsdd import prepare_fsdd
 from cadence.data.audio import MonoPolicy
 from cadence.data.dataset import AudioDataset
 from cadence.data.loader import AudioDataLoader, Quarantine
@@ -32,6 +31,7 @@ from cadence.data.sampler import BatchingOptions, BatchSampler
 from cadence.runtime.distributed import distributed_rank_and_size
 from cadence.data.tokenizers import TokenizerOptions, build_tokenizer
 from cadence.errors import DataError
+from cadence.registry import DATASETS, DataBundle
 
 __all__ = ["fsdd", "manifests"]
 
@@ -72,6 +72,7 @@ def _processor_for(
     return AudioDataProcessor(target="none", **audio_policy), {}
 
 
+@DATASETS.register("manifests")
 def manifests(
     work_dir: Path,
     seed: int,
@@ -103,8 +104,6 @@ def manifests(
     Transcript characters (or words) the tokenizer does not know are an error here, listing
     them all, unless ``tokenizer.unknown`` is ``map``.
     """
-    from cadence.config.build import DataBundle  # late import: build imports this module's registry entry
-
     paths = {"train": Path(train), "valid": Path(valid) if valid else None, "test": Path(test) if test else None}
     read = {split: Manifest.read(path) for split, path in paths.items() if path is not None}
     processor, facts = _processor_for(
@@ -130,52 +129,4 @@ def manifests(
         train=loaders["train"], valid=loaders.get("valid"), test=loaders.get("test"),
         facts={**facts, "sample_rate": sample_rate},
         manifests={split: path for split, path in paths.items() if path is not None},
-    )
-
-
-def fsdd(
-    work_dir: Path,
-    seed: int,
-    experiment_dir: Path | None,
-    task: Literal["digits", "speakers", "connected-digits"] = "digits",
-    root: str | None = None,
-    valid_takes: list[int] = [5, 6, 7, 8, 9],
-    corpus_seed: int = 0,
-    corpus_sizes: list[int] = [4000, 500, 500],
-    tokenizer: TokenizerOptions = TokenizerOptions(kind="word"),
-    batching: BatchingOptions = BatchingOptions(max_frames=None, max_seqs=32, ordering="random"),
-    eval_batching: BatchingOptions | None = None,
-    num_workers: int = 0,
-    preload: bool = True,
-    max_skip_rate: float = 0.01,
-    max_train_utterances: int | None = None,
-    max_eval_utterances: int | None = None,
-):
-    """FSDD digits (10 classes), speakers (6 classes) or connected digits (transcripts).
-
-    Manifests are written to ``work_dir`` (the experiment's ``data/`` folder), so the run
-    records exactly which files it used. ``root=None`` finds the corpus: ../shared beside the
-    checkout, ``CADENCE_FSDD_ROOT``, the download cache, or a download. ``connected-digits``
-    audio is generated once per (``corpus_seed``, ``corpus_sizes``) into the cache
-    (see :mod:`cadence.corpora.connected_digits`); ``tokenizer`` applies to it only (words
-    by default: one token per spoken digit).
-
-    The default batching (32 shuffled utterances) suits the classification tasks, where an
-    utterance's length says much about its class; for connected digits, set a frame budget
-    and ``ordering: buckets``.
-    """
-    if task == "connected-digits":
-        from cadence.corpora.connected_digits import prepare_connected_digits
-
-        # Generated once into the cache and shared by every run with the same corpus options.
-        written = prepare_connected_digits(root, seed=corpus_seed, sizes=tuple(corpus_sizes))
-        target, labels = "text", None
-    else:
-        written = prepare_fsdd(root, Path(work_dir) / "fsdd", valid_takes=valid_takes)[task]
-        target, labels = "label", str(written["train"].parent / "labels.json")
-    return manifests(
-        work_dir, seed, experiment_dir, train=str(written["train"]), valid=str(written["valid"]), test=str(written["test"]),
-        target=target, labels=labels, tokenizer=tokenizer, sample_rate=8000, batching=batching, eval_batching=eval_batching,
-        num_workers=num_workers, preload=preload, max_skip_rate=max_skip_rate,
-        max_train_utterances=max_train_utterances, max_eval_utterances=max_eval_utterances,
     )

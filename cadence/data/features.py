@@ -23,6 +23,7 @@ from torch import nn
 
 from cadence.data.filterbanks import dct_matrix, hz_to_mel, mel_filterbank, mel_to_hz
 from cadence.data.padding import zero_padding
+from cadence.registry import FEATURES
 
 __all__ = ["LogMel", "MFCC", "Spectrogram", "dct_matrix", "hz_to_mel", "mel_filterbank", "mel_to_hz"]
 
@@ -103,6 +104,7 @@ class _ShortTimeSpectrum(nn.Module):
         )
 
 
+@FEATURES.register("spectrogram")
 class Spectrogram(_ShortTimeSpectrum):
     """``|STFT| ** power`` of padded waveforms: ``[B, n_fft // 2 + 1, frames]``.
 
@@ -181,6 +183,7 @@ class _MelSpectrum(_ShortTimeSpectrum):
         return f"{self._framing_repr()}, n_mels={self.n_mels}, f_min={self.f_min}, f_max={self.f_max}"
 
 
+@FEATURES.register("log_mel")
 class LogMel(_MelSpectrum):
     """Log mel spectrogram of padded waveforms.
 
@@ -230,6 +233,7 @@ class LogMel(_MelSpectrum):
         return self._mel_repr()
 
 
+@FEATURES.register("mfcc")
 class MFCC(_MelSpectrum):
     """Mel-frequency cepstral coefficients of padded waveforms: ``[B, n_mfcc, frames]``.
 

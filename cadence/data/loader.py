@@ -95,6 +95,26 @@ class Quarantine:
             os.fsync(handle.fileno())
 
 
+class _PlanFromCursor:
+    """The DataLoader's batch sampler: the loader's plan, from the loader's cursor.
+
+    It reads the position when an iteration starts and keeps none of its own: the
+    AudioDataLoader alone owns ``(epoch, cursor)``. It runs in the main process, so slicing
+    here means workers never load a skipped batch.
+    """
+
+    def __init__(self, loader: AudioDataLoader):
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[list[tuple[int, float, float]]]:
+        plan = self.loader.batch_sampler.plan(self.loader.epoch)
+        for index in range(self.loader.cursor, len(plan)):
+            yield plan.batch(index)
+
+    def __len__(self) -> int:
+        return self.loader.batches_left()
+
+
 class AudioDataLoader:
     """Iterates :class:`~cadence.data.dataset.Batch` objects following a :class:`BatchSampler`'s plans."""
 
@@ -122,7 +142,7 @@ class AudioDataLoader:
         self._described = False
         self.loader = DataLoader(
             dataset,
-            batch_sampler=batch_sampler,
+            batch_sampler=_PlanFromCursor(self),
             collate_fn=dataset.collate,
             num_workers=num_workers,
             persistent_workers=persistent_workers and num_workers > 0 and resumable,
@@ -173,8 +193,6 @@ class AudioDataLoader:
             )
         if self.quarantine is not None and self.cursor == 0:
             self.quarantine.start_epoch(plan.num_segments)
-        # The sampler runs in this process: slicing it here means workers never load skipped batches.
-        self.batch_sampler.epoch, self.batch_sampler.cursor = self.epoch, self.cursor
         for batch in self.loader:
             self.cursor += 1
             if batch.skipped and self.quarantine is not None:

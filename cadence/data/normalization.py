@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from cadence.data.padding import padding_mask, zero_padding
+from cadence.registry import FEATURES
 
 __all__ = ["FeatureNormalization"]
 
@@ -44,6 +45,7 @@ _HOW_TO_COMPUTE = (
 )
 
 
+@FEATURES.register("normalize")
 class FeatureNormalization(nn.Module):
     """``(features - mean) / sqrt(variance + eps)`` per feature, over valid frames only.
 

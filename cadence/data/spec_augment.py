@@ -30,10 +30,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from cadence.data.padding import padding_mask
+from cadence.registry import FEATURES
 
 __all__ = ["SpecAugment"]
 
 
+@FEATURES.register("spec_augment")
 class SpecAugment(nn.Module):
     """Time warp, then ``freq_masks`` frequency masks and ``time_masks`` time masks; training mode only.
 

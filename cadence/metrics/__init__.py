@@ -4,11 +4,13 @@ See :mod:`cadence.metrics.base` for the contract and
 :mod:`cadence.metrics.classification` for the conventions (zero division,
 macro averaging) of the classification metrics.
 
-``METRICS`` maps the names used in recipes to classes; each class is built from
-``num_classes``, an optional ``class_names`` and its own typed keyword options.
+Each metric class is registered in :data:`cadence.registry.METRICS` under the name recipes
+use; a classification metric is built from ``num_classes``, an optional ``class_names`` and
+its own typed keyword options.
 
 >>> import torch
->>> metric = METRICS["accuracy"](num_classes=3)
+>>> from cadence.registry import METRICS
+>>> metric = METRICS.get("accuracy")(num_classes=3)
 >>> metric.update(torch.tensor([0, 2, 1]), torch.tensor([0, 2, 2]))
 >>> round(metric.compute()["accuracy"], 4)
 0.6667
@@ -35,16 +37,7 @@ from cadence.metrics.error_rate import (
 )
 from cadence.metrics.mean import Mean
 
-METRICS: dict[str, type[ClassificationMetric]] = {
-    "accuracy": Accuracy,
-    "precision": Precision,
-    "recall": Recall,
-    "f1": F1Score,
-    "confusion_matrix": ConfusionMatrix,
-}
-
 __all__ = [
-    "METRICS",
     "Accuracy",
     "CharacterErrorRate",
     "ClassificationMetric",

@@ -47,6 +47,7 @@ import torch
 from torch import Tensor
 
 from cadence.metrics.base import Metric
+from cadence.registry import METRICS
 
 ScoreAverage = Literal["macro", "micro", "weighted"]
 AccuracyAverage = Literal["micro", "macro"]
@@ -146,6 +147,7 @@ class ClassificationMetric(Metric):
         return {f"{name}/{class_name}": value for class_name, value in zip(self.class_names, values.tolist())}
 
 
+@METRICS.register("confusion_matrix")
 class ConfusionMatrix(ClassificationMetric):
     """The confusion matrix itself, with accuracy and macro precision, recall and F1.
 
@@ -188,6 +190,7 @@ class ConfusionMatrix(ClassificationMetric):
         return results
 
 
+@METRICS.register("accuracy")
 class Accuracy(ClassificationMetric):
     """Fraction of examples predicted correctly.
 
@@ -257,6 +260,7 @@ class _AveragedScore(ClassificationMetric):
         return results
 
 
+@METRICS.register("precision")
 class Precision(_AveragedScore):
     """Of the examples predicted as a class, the fraction that are that class.
 
@@ -267,6 +271,7 @@ class Precision(_AveragedScore):
     name = "precision"
 
 
+@METRICS.register("recall")
 class Recall(_AveragedScore):
     """Of the examples of a class, the fraction predicted as that class.
 
@@ -277,6 +282,7 @@ class Recall(_AveragedScore):
     name = "recall"
 
 
+@METRICS.register("f1")
 class F1Score(_AveragedScore):
     """Harmonic mean of precision and recall, per class: ``2·tp / (predicted + actual)``.
 

@@ -64,6 +64,7 @@ import torch
 from rapidfuzz.distance import Levenshtein
 
 from cadence.metrics.base import Metric
+from cadence.registry import METRICS
 
 Unit = Literal["word", "character"]
 
@@ -244,6 +245,7 @@ class ErrorRate(Metric):
         return f"{type(self).__name__}(name={self.name!r})"
 
 
+@METRICS.register("wer")
 class WordErrorRate(ErrorRate):
     """Word error rate (WER); words are ``text.split()``.
 
@@ -258,6 +260,7 @@ class WordErrorRate(ErrorRate):
     unit_plural = "words"
 
 
+@METRICS.register("cer")
 class CharacterErrorRate(ErrorRate):
     """Character error rate (CER); characters of ``text.strip()``, inner spaces included.
 

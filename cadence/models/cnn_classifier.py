@@ -12,8 +12,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from cadence.models.masking import MaskedBatchNorm1d, valid_frames
+from cadence.registry import MODELS
 
 
+@MODELS.register("cnn_classifier")
 class CNNClassifier(nn.Module):
     """Conv1d blocks over time (channels = mel bands), then mean and std pooling, then a linear head.
 

@@ -32,6 +32,7 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from cadence.models.masking import MaskedBatchNorm1d, MaskedBatchNorm2d, valid_frames
+from cadence.registry import MODELS
 
 __all__ = ["DeepSpeech2", "split_stride", "strided_lengths"]
 
@@ -60,6 +61,7 @@ def split_stride(total: int, layers: int) -> list[int]:
     return strides
 
 
+@MODELS.register("deepspeech2")
 class DeepSpeech2(nn.Module):
     """The Deep Speech 2 acoustic model (see the module docstring).
 

@@ -36,6 +36,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from cadence.models.attention import ContentAttention, LocationAwareAttention
 from cadence.models.masking import valid_frames, valid_positions
 from cadence.models.seq2seq import teacher_forcing
+from cadence.registry import MODELS
 
 __all__ = ["ListenAttendSpell", "Listener", "Speller", "concatenate_frame_pairs"]
 
@@ -162,6 +163,7 @@ class Speller(nn.Module):
         return logits, new_state
 
 
+@MODELS.register("listen_attend_spell")
 class ListenAttendSpell(nn.Module):
     """The LAS model (see the module docstring); ``decoder`` is its :class:`Speller`."""
 

@@ -41,6 +41,7 @@ from torch.nn import functional as F
 
 from cadence.models.attention import masked_softmax
 from cadence.models.masking import valid_frames, valid_positions
+from cadence.registry import MODELS
 
 __all__ = ["KeyValueDecoder", "TDSBlock", "TDSEncoder", "TDSSeq2Seq"]
 
@@ -176,6 +177,7 @@ class KeyValueDecoder(nn.Module):
         return self.attend(queries, memory, mask)[0]
 
 
+@MODELS.register("tds")
 class TDSSeq2Seq(nn.Module):
     """The TDS encoder and its key-value attention decoder (see the module docstring)."""
 

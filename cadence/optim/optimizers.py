@@ -1,4 +1,8 @@
-"""Optimizer factories with small typed signatures (what a recipe may set)."""
+"""Optimizer factories with small typed signatures (what a recipe may set).
+
+Registered under their own names; called from Python, they record their arguments too
+(``cadence.optim.adamw(task, lr=1e-3)``), so such a run can be rebuilt from its folder.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ from typing import Iterable
 
 import torch
 from torch import nn
+
+from cadence.registry import OPTIMIZERS
 
 
 def parameter_groups(model: nn.Module, weight_decay: float, decay_bias_and_norm: bool) -> list[dict]:
@@ -22,6 +28,7 @@ def parameter_groups(model: nn.Module, weight_decay: float, decay_bias_and_norm:
     return [{"params": decayed, "weight_decay": weight_decay}, {"params": undecayed, "weight_decay": 0.0}]
 
 
+@OPTIMIZERS.register("sgd")
 def sgd(
     model: nn.Module, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 0.0,
     nesterov: bool = False, decay_bias_and_norm: bool = False,
@@ -30,6 +37,7 @@ def sgd(
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
 
 
+@OPTIMIZERS.register("adam")
 def adam(
     model: nn.Module, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
     weight_decay: float = 0.0, decay_bias_and_norm: bool = False,
@@ -38,6 +46,7 @@ def adam(
     return torch.optim.Adam(groups, lr=lr, betas=betas, eps=eps)
 
 
+@OPTIMIZERS.register("adamw")
 def adamw(
     model: nn.Module, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
     weight_decay: float = 0.01, decay_bias_and_norm: bool = False,
@@ -45,8 +54,6 @@ def adamw(
     groups = parameter_groups(model, weight_decay, decay_bias_and_norm)
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
 
-
-OPTIMIZER_FACTORIES = {"sgd": sgd, "adam": adam, "adamw": adamw}
 
 
 def learning_rates(optimizer: torch.optim.Optimizer) -> Iterable[float]:

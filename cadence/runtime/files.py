@@ -16,7 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["file_sha256", "write_bytes_atomic", "write_json_atomic"]
+import yaml
+
+__all__ = ["config_hash", "file_sha256", "to_yaml", "write_bytes_atomic", "write_json_atomic"]
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
@@ -55,3 +57,14 @@ def file_sha256(path: str | Path) -> str:
 def write_json_atomic(path: Path, content: Any) -> None:
     """Write JSON to a temporary file, then rename: a reader never sees half a file."""
     write_bytes_atomic(path, (json.dumps(content, indent=2, default=str) + "\n").encode("utf-8"))
+
+
+def config_hash(resolved: dict[str, Any]) -> str:
+    """sha256 of the resolved config in canonical JSON, to tell two runs' configs apart."""
+    canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def to_yaml(resolved: dict[str, Any]) -> str:
+    """A resolved config as YAML, keys in their order (what ``config.yaml`` and ``--print-config`` show)."""
+    return yaml.safe_dump(resolved, sort_keys=False, default_flow_style=False)

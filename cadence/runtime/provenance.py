@@ -2,8 +2,8 @@
 
 Collected once at the start of a run into ``provenance.json``: the command line, the git
 commit, dirty flag and diff of the code, Python / torch / package versions, hardware,
-seed, data manifests' hashes; the recipe and the user's own modules are copied into
-``code/`` beside it.
+seed, data manifests' hashes; the run's entry point (its recipe, or the calling script of a
+run built in Python) and the user's own modules are copied into ``code/`` beside it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from cadence.data.manifest import manifest_sha256
+from cadence.errors import DataError
+from cadence.runtime.files import file_sha256
 
 PACKAGES = ("cadence", "torch", "numpy", "soundfile", "soxr", "pyyaml", "pydantic", "safetensors", "tensorboard", "tqdm", "rapidfuzz")
 MAX_DIFF_BYTES = 2_000_000  # a larger diff is truncated in provenance, not dropped silently
@@ -74,7 +75,7 @@ def hardware() -> dict[str, Any]:
     return info
 
 
-def collect_provenance(seed: int, config_sha256: str, data_files: dict[str, Path] | None = None) -> dict[str, Any]:
+def collect_provenance(seed: int | None, config_sha256: str | None, data_files: dict[str, Path] | None = None) -> dict[str, Any]:
     code_directory = Path(__file__).resolve().parent
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -88,26 +89,34 @@ def collect_provenance(seed: int, config_sha256: str, data_files: dict[str, Path
         "packages": package_versions(),
         "hardware": hardware(),
         "git": {"cadence": git_info(code_directory), "cwd": git_info(Path.cwd())},
-        "data": {name: {"path": str(path), "sha256": manifest_sha256(path)} for name, path in (data_files or {}).items()},
+        "data": {name: {"path": str(path), "sha256": _data_file_sha256(path)} for name, path in (data_files or {}).items()},
     }
 
 
-def snapshot_code(destination: Path, recipe: Path | None, modules: list[ModuleType]) -> list[str]:
-    """Copy the recipe and the user's imported modules (file or whole package) into ``destination``."""
+def _data_file_sha256(path: Path) -> str:
+    try:
+        return file_sha256(path)
+    except OSError as error:
+        raise DataError(f"{path}: cannot hash the data file ({error.strerror or error}); check the path") from None
+
+
+def snapshot_code(destination: Path, entry_point: Path | None, modules: dict[str, ModuleType]) -> list[str]:
+    """Copy the entry point (a recipe or a script) and the user's modules, by the name a rebuild
+    imports them by (file or whole package), into ``destination``; return the copied paths."""
     destination.mkdir(parents=True, exist_ok=True)
     copied = []
-    if recipe is not None:
-        shutil.copy2(recipe, destination / recipe.name)
-        copied.append(recipe.name)
-    for module in modules:
+    if entry_point is not None:
+        shutil.copy2(entry_point, destination / entry_point.name)
+        copied.append(entry_point.name)
+    for name, module in modules.items():
         source = Path(getattr(module, "__file__", "") or "")
         if not source.is_file():
             continue
         if source.name == "__init__.py":  # a package: copy all of it
-            target = destination / "modules" / module.__name__
+            target = destination / "modules" / name
             shutil.copytree(source.parent, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            target = destination / "modules" / f"{module.__name__}.py"
+            target = destination / "modules" / f"{name}.py"
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
         copied.append(str(target.relative_to(destination)))

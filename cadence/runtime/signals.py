@@ -14,25 +14,36 @@ logger = logging.getLogger("cadence")
 
 
 class StopRequests:
-    """Turns SIGTERM and SIGINT into a stop request while :meth:`watching` (main thread only)."""
+    """Requests for a clean stop from outside the loop: SIGTERM and SIGINT while
+    :meth:`watching` (main thread only), and :meth:`request` (``Experiment.stop()`` calls it).
+
+    A request lasts one ``fit`` (:meth:`reset`) and is never saved in a checkpoint: a run
+    resumed after a SIGTERM trains on.
+    """
 
     def __init__(self) -> None:
+        self.reason: str | None = None  # "SIGTERM", "SIGINT", "Experiment.stop()"
         self.signal_number: int | None = None
 
     @property
     def requested(self) -> bool:
-        return self.signal_number is not None
+        return self.reason is not None
+
+    def request(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
 
     def reset(self) -> None:
-        self.signal_number = None
+        self.reason, self.signal_number = None, None
 
     def _handle(self, signal_number: int, frame) -> None:
-        if self.requested and signal_number == signal.SIGINT:
+        if self.signal_number is not None and signal_number == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now, without the checkpoint
         self.signal_number = signal_number
+        self.reason = signal.Signals(signal_number).name
         logger.warning(
             "%s received: saving a checkpoint at the end of this step, then stopping (Ctrl-C again to stop at once)",
-            signal.Signals(signal_number).name,
+            self.reason,
         )
 
     @contextlib.contextmanager

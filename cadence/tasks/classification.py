@@ -9,9 +9,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from cadence.errors import ConfigError
+from cadence.registry import TASKS
 from cadence.tasks.base import StepOutput
 
 
+@TASKS.register("classification")
 class ClassificationTask(nn.Module):
     """Cross-entropy classification of one label per example.
 

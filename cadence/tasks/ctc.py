@@ -18,12 +18,14 @@ from torch.nn import functional as F
 
 from cadence.decoding import ctc_greedy, ctc_prefix_beam_search
 from cadence.losses import CTCNormalization, LossTerm, ctc_feasible, ctc_loss, ctc_minimum_frames
+from cadence.registry import TASKS
 from cadence.tasks.base import StepOutput
 from cadence.tasks.transcription import DecodingOptions, TranscriptionTask, logger
 
 __all__ = ["CTCTask"]
 
 
+@TASKS.register("ctc")
 class CTCTask(TranscriptionTask):
     """CTC training and decoding of a frame-wise model.
 

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from cadence.decoding import attention_beam_search, attention_greedy
 from cadence.errors import ConfigError
 from cadence.models.seq2seq import teacher_forcing
+from cadence.registry import TASKS
 from cadence.losses import CTCNormalization, LossTerm, ctc_feasible, ctc_loss, sequence_cross_entropy
 from cadence.tasks.base import StepOutput
 from cadence.tasks.transcription import DecodingOptions, TranscriptionTask
@@ -30,6 +31,7 @@ from cadence.tasks.transcription import DecodingOptions, TranscriptionTask
 __all__ = ["Seq2SeqTask"]
 
 
+@TASKS.register("seq2seq")
 class Seq2SeqTask(TranscriptionTask):
     """Attention encoder-decoder training (teacher forcing, scheduled sampling) and decoding.
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from cadence.config.build import resolve
+from cadence.config.resolve import resolve
 from cadence.config.schema import apply_overrides, load_recipe, parse_override, validate_recipe
 from cadence.errors import ConfigError
 
@@ -19,7 +19,7 @@ BASE = {
 
 
 def resolved(overrides: list[str]) -> dict:
-    return resolve(validate_recipe(apply_overrides(BASE, overrides)))
+    return resolve(validate_recipe(apply_overrides(BASE, overrides))).to_dict()
 
 
 def test_overrides_are_yaml_typed_and_dotted():
@@ -97,6 +97,6 @@ def test_a_component_parameter_called_name_is_refused_with_the_fix():
 def test_a_resolved_text_recipe_validates_again():
     # What a checkpoint stores must load back: every component keeps its registered name.
     recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "fsdd" / "asr_las.yaml")
-    resolved = resolve(recipe)
+    resolved = resolve(recipe).to_dict()
     assert [metric["name"] for metric in resolved["metrics"]] == ["wer", "cer"]
     assert validate_recipe(resolved).task.name == "seq2seq"

@@ -15,7 +15,8 @@ import pydantic
 import pytest
 import soundfile
 
-from cadence.data.builders import fsdd, manifests
+from cadence.corpora.builders import fsdd
+from cadence.data.builders import manifests
 from cadence.data.manifest import Manifest, ManifestEntry, write_manifest
 from cadence.data.processor import AudioDataProcessor
 from cadence.data.tokenizers import (

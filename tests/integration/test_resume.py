@@ -14,6 +14,7 @@ import torch
 
 from cadence import Trainer
 from cadence.callbacks import EarlyStopping
+from cadence.checkpoint.checkpointer import checkpoint_name
 from cadence.checkpoint.format import load_checkpoint
 from cadence.checkpoint.retention import CheckpointPolicy
 from cadence.data.dataset import AudioDataset
@@ -69,7 +70,7 @@ def run(directory: Path, manifests, *, workers: int, max_steps: int, max_epochs:
 
 
 def final_state(trainer: Trainer) -> dict:
-    state, _ = load_checkpoint(trainer.checkpointer.directory / trainer.checkpoint_name())
+    state, _ = load_checkpoint(trainer.checkpointer.directory / checkpoint_name(trainer.state.global_step))
     return {"task": state["task"], "optimizer": state["optimizer"], "scheduler": state["scheduler"], "rng": state["rng"]["torch"]}
 
 
@@ -96,7 +97,7 @@ def test_resume_inside_an_epoch_is_bit_identical(manifests, uninterrupted, tmp_p
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_at_an_epoch_boundary_is_bit_identical(manifests, uninterrupted, tmp_path, workers):
     first = run(tmp_path, manifests, workers=workers, max_steps=TOTAL_STEPS, max_epochs=1)
-    assert first.state.epoch == 1 and first.state.batch_in_epoch == 0  # stopped after the epoch's validation
+    assert first.state.epoch == 1 and first.train_loader.cursor == 0  # stopped after the epoch's validation
     resumed = run(tmp_path, manifests, workers=workers, max_steps=TOTAL_STEPS, resume=True)
     assert_identical(final_state(resumed), uninterrupted[workers])
     assert [entry["epoch"] for entry in resumed.state.history] == [1, 2]  # one validation per epoch, none repeated

@@ -1,4 +1,4 @@
-"""`cadence resume`, `cadence verify-resume`, `cadence.load` and `Trainer.from_checkpoint`
+"""`cadence resume`, `cadence verify-resume`, `cadence.load` and `cadence.trainer_from_checkpoint`
 through the recipe path on FSDD."""
 
 from __future__ import annotations
@@ -80,10 +80,10 @@ def test_load_gives_the_trained_model_for_inference(stopped_run):
 
 
 def test_trainer_from_checkpoint_continues_training(stopped_run):
-    trainer = Trainer.from_checkpoint(stopped_run)
+    trainer = cadence.trainer_from_checkpoint(stopped_run)
     trainer.max_steps = 7
     results = trainer.fit()
-    assert results["global_step"] == 7 and trainer.state.batch_in_epoch == 1
+    assert results["global_step"] == 7 and trainer.train_loader.cursor == 1
 
 
 def test_config_diff_names_every_changed_leaf():

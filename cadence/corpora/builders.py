@@ -1,0 +1,67 @@
+"""The recipe's ``fsdd`` data: FSDD's manifests written (or the connected-digits corpus
+generated), then read by the generic ``manifests`` builder (:mod:`cadence.data.builders`).
+
+It lives with the corpora, above the data pipeline: the corpora use the pipeline's manifests,
+and the pipeline knows no corpus.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from cadence.corpora.connected_digits import prepare_connected_digits
+from cadence.corpora.fsdd import prepare_fsdd
+from cadence.data.builders import manifests
+from cadence.data.sampler import BatchingOptions
+from cadence.data.tokenizers import TokenizerOptions
+from cadence.registry import DATASETS
+
+__all__ = ["fsdd"]
+
+
+@DATASETS.register("fsdd")
+def fsdd(
+    work_dir: Path,
+    seed: int,
+    experiment_dir: Path | None,
+    task: Literal["digits", "speakers", "connected-digits"] = "digits",
+    root: str | None = None,
+    valid_takes: list[int] = [5, 6, 7, 8, 9],
+    corpus_seed: int = 0,
+    corpus_sizes: list[int] = [4000, 500, 500],
+    tokenizer: TokenizerOptions = TokenizerOptions(kind="word"),
+    batching: BatchingOptions = BatchingOptions(max_frames=None, max_seqs=32, ordering="random"),
+    eval_batching: BatchingOptions | None = None,
+    num_workers: int = 0,
+    preload: bool = True,
+    max_skip_rate: float = 0.01,
+    max_train_utterances: int | None = None,
+    max_eval_utterances: int | None = None,
+):
+    """FSDD digits (10 classes), speakers (6 classes) or connected digits (transcripts).
+
+    Manifests are written to ``work_dir`` (the experiment's ``data/`` folder), so the run
+    records exactly which files it used. ``root=None`` finds the corpus: ../shared beside the
+    checkout, ``CADENCE_FSDD_ROOT``, the download cache, or a download. ``connected-digits``
+    audio is generated once per (``corpus_seed``, ``corpus_sizes``) into the cache
+    (see :mod:`cadence.corpora.connected_digits`); ``tokenizer`` applies to it only (words
+    by default: one token per spoken digit).
+
+    The default batching (32 shuffled utterances) suits the classification tasks, where an
+    utterance's length says much about its class; for connected digits, set a frame budget
+    and ``ordering: buckets``.
+    """
+    if task == "connected-digits":
+        # Generated once into the cache and shared by every run with the same corpus options.
+        written = prepare_connected_digits(root, seed=corpus_seed, sizes=tuple(corpus_sizes))
+        target, labels = "text", None
+    else:
+        written = prepare_fsdd(root, Path(work_dir) / "fsdd", valid_takes=valid_takes)[task]
+        target, labels = "label", str(written["train"].parent / "labels.json")
+    return manifests(
+        work_dir, seed, experiment_dir, train=str(written["train"]), valid=str(written["valid"]), test=str(written["test"]),
+        target=target, labels=labels, tokenizer=tokenizer, sample_rate=8000, batching=batching, eval_batching=eval_batching,
+        num_workers=num_workers, preload=preload, max_skip_rate=max_skip_rate,
+        max_train_utterances=max_train_utterances, max_eval_utterances=max_eval_utterances,
+    )
