@@ -146,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Each command imports its implementation when it runs (the imports inside the run_*
+# functions): those load torch and the audio stack, which `cadence --help` and a mistyped
+# command should not wait for. None of them dodges an import cycle (see tests/test_architecture.py).
+
+
 def run_train(arguments: argparse.Namespace) -> int:
     from cadence.commands.train import print_config, train_recipe
 
