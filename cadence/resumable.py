@@ -1,11 +1,13 @@
 """The training data's position in the epoch, kept in one place: the train loader.
 
-A loader that resumes by itself (cadence's :class:`~cadence.data.loader.AudioDataLoader`, or
-any object with ``set_epoch``, ``state_dict``, ``load_state_dict`` and, for the epoch's last
-batch to be known, ``batches_left``) owns its ``(epoch, cursor)`` and is used as it is. Any
-other iterable (a torch ``DataLoader``) is wrapped in :class:`ReplayedIterable`, which counts
-the batches consumed and, to resume inside an epoch, replays the epoch from its start under
-the random state the epoch began with. The Trainer keeps no copy of the position.
+A loader that knows its whole position (cadence's :class:`~cadence.data.loader.AudioDataLoader`,
+or any object with ``state_dict``, ``load_state_dict`` and ``batches_left``; ``set_epoch`` if
+it plans epochs) owns its ``(epoch, cursor)`` and is used as it is. Any other iterable is
+wrapped in :class:`PositionedIterable`, which counts the batches consumed in the epoch. To
+resume inside an epoch it lets the wrapped object resume itself when that has
+``load_state_dict`` (a stateful DataLoader); otherwise (a torch ``DataLoader``) it replays the
+epoch from its start under the random state the epoch began with. The Trainer keeps no copy
+of the position.
 
 >>> loader = resumable_loader([10, 20, 30])
 >>> batches = iter(loader)
@@ -25,7 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["ReplayedIterable", "ResumableLoader", "batches_left", "length", "resumable_loader"]
+__all__ = ["PositionedIterable", "ResumableLoader", "batches_left", "length", "resumable_loader"]
 
 logger = logging.getLogger("cadence")
 
@@ -36,7 +38,7 @@ class ResumableLoader(Protocol):
 
     def __iter__(self) -> Iterator[Any]: ...  # the batches of the epoch not consumed yet
 
-    def set_epoch(self, epoch: int) -> None: ...
+    def batches_left(self) -> int: ...  # 0 right after the epoch's last batch
 
     def state_dict(self) -> dict[str, Any]: ...
 
@@ -50,11 +52,15 @@ def length(data: Iterable) -> int | None:
         return None
 
 
-def resumable_loader(data: Iterable) -> ResumableLoader:
-    """``data`` itself when it resumes by itself, else ``data`` wrapped in :class:`ReplayedIterable`."""
-    if all(callable(getattr(data, method, None)) for method in ("set_epoch", "state_dict", "load_state_dict")):
+def resumable_loader(data: Iterable, current: ResumableLoader | None = None) -> ResumableLoader:
+    """``data`` itself when it knows its whole position, else ``data`` wrapped in
+    :class:`PositionedIterable`; ``current`` (the loader of an earlier ``fit``) when it already
+    is, or wraps, ``data``, so that a second ``fit`` continues where the first stopped."""
+    if current is not None and (current is data or getattr(current, "data", None) is data):
+        return current
+    if all(callable(getattr(data, method, None)) for method in ("state_dict", "load_state_dict", "batches_left")):
         return data  # type: ignore[return-value]
-    return ReplayedIterable(data)
+    return PositionedIterable(data)
 
 
 def batches_left(loader: ResumableLoader) -> int | None:
@@ -63,14 +69,15 @@ def batches_left(loader: ResumableLoader) -> int | None:
     return method() if callable(method) else None
 
 
-class ReplayedIterable:
-    """A plain iterable with a position: ``(epoch, cursor)``, the cursor counting batches consumed.
+class PositionedIterable:
+    """Any iterable with a position: ``(epoch, cursor)``, the cursor counting batches consumed.
 
-    Resuming inside an epoch replays the epoch from its first batch under the torch random
-    state saved as the epoch began (a DataLoader draws its shuffle and worker seeds from it
-    when its iterator starts), drops the batches already trained, and puts the current random
-    state back: exact, but the dropped batches are loaded. ``set_epoch`` and ``state_dict``
-    of the wrapped object, when it has them, are passed on.
+    Resuming inside an epoch: an object with ``load_state_dict`` gets its own state back and
+    resumes itself. Anything else is replayed from the epoch's first batch under the torch
+    random state saved as the epoch began (a DataLoader draws its shuffle and worker seeds
+    from it when its iterator starts); the batches already trained are dropped and the current
+    random state is put back: exact, but the dropped batches are loaded. ``set_epoch`` and
+    ``state_dict`` of the wrapped object, when it has them, are passed on.
     """
 
     def __init__(self, data: Iterable):
@@ -85,6 +92,10 @@ class ReplayedIterable:
         if callable(getattr(self.data, "set_epoch", None)):
             self.data.set_epoch(epoch)
 
+    @property
+    def resumes_itself(self) -> bool:
+        return callable(getattr(self.data, "load_state_dict", None))
+
     def batches_left(self) -> int | None:
         total = length(self.data)
         return None if total is None else total - self.cursor
@@ -98,9 +109,7 @@ class ReplayedIterable:
     def __iter__(self) -> Iterator[Any]:
         if self.cursor == 0:
             self.epoch_start_rng = torch.get_rng_state()
-            iterator = iter(self.data)
-        else:
-            iterator = self._replayed()
+        iterator = self._replayed() if self.cursor > 0 and not self.resumes_itself else iter(self.data)
         for batch in iterator:
             self.cursor += 1
             yield batch
@@ -124,3 +133,5 @@ class ReplayedIterable:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
         self.epoch_start_rng = state.get("epoch_start_rng")
+        if self.resumes_itself and state.get("data") is not None:
+            self.data.load_state_dict(state["data"])

@@ -18,6 +18,7 @@ the trainer section's schema, never :mod:`cadence.config`.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import sys
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import pydantic
 import torch
 
+from cadence.checkpoint.rng import last_seed
 from cadence.construction import bundle_of, construction_of
 from cadence.registry import CALLBACKS, DATASETS, FEATURES, METRICS, MODELS, OPTIMIZERS, SCHEDULERS, TASKS, Registry
 from cadence.registry import schema_from_signature
@@ -128,6 +130,41 @@ def import_name(module: ModuleType) -> str:
     return Path(module.__file__).stem
 
 
+def why_not_importable(module: ModuleType) -> str | None:
+    """Why a rebuild could not import ``module`` by :func:`import_name` safely, or None.
+
+    A rebuild (``cadence resume``, ``cadence.load``) imports the module that defines a
+    component; for the calling script that means running its top level again.
+    """
+    source = Path(getattr(module, "__file__", None) or "")
+    if not source.is_file():
+        return ("is defined where no file holds it (a notebook, python -c, standard input); define it in a module "
+                "or a script file")
+    if module.__name__ != "__main__":
+        return None
+    if source.stem in sys.stdlib_module_names:
+        return f"is defined in {source.name}, whose name is that of a standard-library module; rename the script"
+    if not _has_main_guard(source):
+        return (f"is defined in {source.name}, which has no `if __name__ == \"__main__\":` block: a rebuild imports "
+                "the script and would run its training again; put the training under such a block")
+    return None
+
+
+def _has_main_guard(script: Path) -> bool:
+    """Whether the script has a top-level ``if __name__ == "__main__":``."""
+    try:
+        tree = ast.parse(script.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return False
+    for node in tree.body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Compare):
+            operands = [node.test.left, *node.test.comparators]
+            if (any(isinstance(operand, ast.Name) and operand.id == "__name__" for operand in operands)
+                    and any(isinstance(operand, ast.Constant) and operand.value == "__main__" for operand in operands)):
+                return True
+    return False
+
+
 def modules_of(imports: Iterable[str]) -> dict[str, ModuleType]:
     """The imported modules of a recipe's ``imports:`` (a ``.py`` path is imported under its stem)."""
     modules = {}
@@ -164,7 +201,7 @@ class _Recipe:
         experiment = trainer.experiment
         return {
             "name": experiment.directory.name,
-            "seed": _arguments(bundle).get("seed", 0) if bundle is not None else 0,
+            "seed": self.seed(bundle),
             "imports": list(self.modules),
             "data": data,
             "features": features,
@@ -178,6 +215,14 @@ class _Recipe:
             "checkpoint": self.settings("checkpoint", trainer.checkpoint_policy),
             "experiment": {"root": str(experiment.directory.parent), "tensorboard": experiment.tensorboard_enabled},
         }
+
+    def seed(self, bundle: Any) -> int:
+        """The recipe's one seed: the data builder's, which must agree with seed_everything's."""
+        data_seed, global_seed = _arguments(bundle).get("seed"), last_seed()
+        if data_seed is not None and global_seed is not None and data_seed != global_seed:
+            self.problems.append(f"seed: the data builder was given seed={data_seed} and seed_everything({global_seed}); "
+                                 "a recipe has one seed for both, so give them the same")
+        return next((seed for seed in (data_seed, global_seed) if seed is not None), 0)
 
     def component(self, path: str, component: Any, registry: Registry, built_over: dict[str, Any] | None = None) -> dict | None:
         """``{"name": ..., **parameters}`` of a registered component, defaults filled in."""
@@ -225,7 +270,8 @@ class _Recipe:
         schema = trainer_section_schema(type(trainer))
         for name in schema.model_fields:
             if name not in values:
-                value = getattr(trainer, name, _MISSING)
+                # The device as it was asked for ("auto" stays "auto"), not the one it became here.
+                value = getattr(trainer, "requested_device" if name == "device" else name, _MISSING)
                 if value is _MISSING:
                     self.problems.append(f"trainer: its argument '{name}' is not kept as an attribute of that name")
                     return None
@@ -251,6 +297,10 @@ class _Recipe:
         """Remember the user module that defines ``factory`` (cadence's own need no import)."""
         module = sys.modules.get(getattr(factory, "__module__", ""))
         if module is None or module.__name__ == "cadence" or module.__name__.startswith("cadence."):
+            return
+        problem = why_not_importable(module)
+        if problem is not None:
+            self.problems.append(f"{getattr(factory, '__qualname__', factory)} {problem}")
             return
         name = import_name(module)
         # A rebuild in this same process imports the script by its stem: let that find the

@@ -46,7 +46,7 @@ from cadence.experiment import Experiment
 from cadence.metrics import Metric
 from cadence.optim import is_plateau_scheduler
 from cadence.reporting import EpochSums, format_metrics, learning_rate_logs, results_summary
-from cadence.resumable import ResumableLoader, batches_left, resumable_loader
+from cadence.resumable import PositionedIterable, ResumableLoader, batches_left, resumable_loader
 from cadence.runtime.device import move_to_device, resolve_device
 from cadence.runtime.files import config_hash
 from cadence.runtime.logs import get_logger, progress
@@ -108,6 +108,7 @@ class Trainer:
         self.scheduler_monitor = scheduler_monitor or monitor
         self.max_epochs = max_epochs
         self.max_steps = max_steps
+        self.requested_device = device  # as given ("auto"), which a run's config records
         self.device = resolve_device(device)
         self.clip_grad_norm = clip_grad_norm
         self.clip_grad_value = clip_grad_value
@@ -125,7 +126,6 @@ class Trainer:
         self.state = TrainState()
         self.logger = get_logger()
         self.checkpointer = Checkpointer(experiment.checkpoints_directory) if experiment else None
-        self.checkpoint_policy = checkpoint_policy
         self.save_triggers = SaveTriggers(checkpoint_policy)  # decides when to save; maybe_save performs
         self.stop_requests = StopRequests()  # signals and Experiment.stop(); should_stop() reads them
         self.epoch_sums = EpochSums()
@@ -135,6 +135,15 @@ class Trainer:
         self.data: Any = None  # a DataBundle, when rebuilt by cadence.trainer_from_checkpoint
         self.pending_resume: Path | None = None  # set by trainer_from_checkpoint; used by the next fit
         self.resumed_from: Path | None = None
+
+    @property
+    def checkpoint_policy(self) -> CheckpointPolicy:
+        """When checkpoints are saved and which are kept (held by the save triggers, which decide)."""
+        return self.save_triggers.policy
+
+    @checkpoint_policy.setter
+    def checkpoint_policy(self, policy: CheckpointPolicy) -> None:
+        self.save_triggers.policy = policy
 
     # ------------------------------------------------------------------ the loop
     def fit(
@@ -154,7 +163,7 @@ class Trainer:
         resume_from, self.pending_resume = resume_from or self.pending_resume, None
         state = self.state
         started = time.perf_counter()
-        self.train_loader = resumable_loader(train_data)
+        self.train_loader = resumable_loader(train_data, self.train_loader)  # a second fit goes on from the first
         self.task.to(self.device)
         self.epoch_sums.to(self.device)
         self.stop_requests.reset()
@@ -167,13 +176,16 @@ class Trainer:
         self.call_hook("on_fit_start")
         if self.experiment is not None:
             self.experiment.stop_requests = self.stop_requests  # Experiment.stop() now asks for a clean stop
+        inside_epoch = False  # whether fit leaves an epoch unfinished
         try:
             with self.stop_requests.watching():
                 while state.epoch < self.max_epochs and not self.should_stop():
                     self.call_hook("on_epoch_start")  # also when resuming inside this epoch
-                    self.train_loader.set_epoch(state.epoch)  # the epoch's batch plan (shuffling) follows the state
+                    if callable(getattr(self.train_loader, "set_epoch", None)):
+                        self.train_loader.set_epoch(state.epoch)  # the epoch's batch plan (shuffling) follows the state
                     epoch_started = time.perf_counter()
                     if not self.train_epoch():
+                        inside_epoch = True
                         break  # stopped inside the epoch: no validation of a partial epoch
                     # .item() waits for the device: once per epoch.
                     epoch_logs = {**self.epoch_sums.means("train"), "train/epoch_time_s": time.perf_counter() - epoch_started}
@@ -190,7 +202,7 @@ class Trainer:
                     state.epoch += 1
                     self.call_hook("on_epoch_end")
                     self.maybe_save("epoch")
-                final = self.maybe_save("final")
+                final = self.maybe_save("final", between_epochs=not inside_epoch)
                 self.call_hook("on_fit_end")
         except BaseException as error:
             self.call_hook("on_exception", error)
@@ -396,7 +408,25 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Put back what :meth:`state_dict` captured, random generators last."""
-        restore(self.stateful_components(), state)
+        restore(self.stateful_components(), self.upgraded(state))
+
+    def upgraded(self, state: dict[str, Any]) -> dict[str, Any]:
+        """A checkpoint from before the train loader owned the position in the epoch (cadence
+        0.1.0 up to issue 10 kept it as ``TrainState.batch_in_epoch``), in today's layout, so
+        that it still resumes exactly: a wrapped iterable gets the position, and a checkpoint
+        taken between epochs gets empty epoch sums (they were zeroed at the next epoch's start)."""
+        trainer_state = state.get("trainer_state", {})
+        if "batch_in_epoch" not in trainer_state:
+            return state
+        trainer_state = {key: value for key, value in trainer_state.items() if key != "batch_in_epoch"}
+        cursor = state["trainer_state"]["batch_in_epoch"]
+        state = {**state, "trainer_state": trainer_state}
+        if cursor == 0:
+            state["epoch_sums"] = {name: torch.zeros_like(value) for name, value in state.get("epoch_sums", {}).items()}
+        if isinstance(self.train_loader, PositionedIterable):
+            state["train_data"] = {"epoch": trainer_state["epoch"], "cursor": cursor,
+                                   "epoch_start_rng": state.get("epoch_start_rng"), "data": state.get("train_data")}
+        return state
 
     def resume(self, checkpoint: str | Path) -> Path:
         """Load a checkpoint (or an experiment folder's newest valid one) into every component.
@@ -426,14 +456,15 @@ class Trainer:
         """``(epoch, global_step)``: tells every checkpoint the Trainer saves apart."""
         return (self.state.epoch, self.state.global_step)
 
-    def maybe_save(self, boundary: Boundary, last_batch: bool = False) -> Path | None:
+    def maybe_save(self, boundary: Boundary, last_batch: bool = False, between_epochs: bool = True) -> Path | None:
         """The one place that saves: asks the save triggers at this boundary of the loop
         ("step", "epoch" or "final"), saves if they say so, then applies retention. At the end
-        of fit, returns the checkpoint of this position, saved now or before."""
+        of fit, returns the checkpoint of this position, saved now or before. A checkpoint
+        between epochs carries the monitored value of the epoch just validated."""
         if self.checkpointer is None:
             return None
         state = self.state
-        between_epochs = boundary != "step" and self.train_loader is not None and getattr(self.train_loader, "cursor", 0) == 0
+        between_epochs = boundary == "epoch" or (boundary == "final" and between_epochs)
         due = self.save_triggers.should_save(
             boundary, global_step=state.global_step, last_batch=last_batch, epochs_completed=state.epoch,
             improved=state.best_epoch == state.epoch, position=self.position(),

@@ -39,3 +39,12 @@ def test_an_import_against_the_layers_breaks_a_contract(tmp_path):
     assert completed.returncode != 0
     assert "The loop imports neither the config layer, the CLI nor the audio stack BROKEN" in completed.stdout
     assert "cadence.trainer -> cadence.config.build" in completed.stdout
+
+
+def test_importing_the_loop_loads_neither_the_config_layer_nor_the_audio_stack():
+    # What a user of the Python API pays for: checked in a fresh process, whatever the contracts say.
+    probe = ("import sys, cadence.trainer; print(sorted(name for name in sys.modules if name.split('.')[0] in "
+             "('soundfile', 'soxr') or name.startswith(('cadence.config', 'cadence.commands', 'cadence.data', 'cadence.corpora'))))")
+    completed = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
+                               capture_output=True, text=True, timeout=120, check=True)
+    assert completed.stdout.strip() == "[]"

@@ -197,3 +197,96 @@ def test_classification_refuses_token_sequence_targets():
     batch = Batch(torch.zeros(2, 6), torch.tensor([6, 6]), torch.zeros(2, 4, dtype=torch.int64), torch.tensor([4, 2]), ["a", "b"], ["", ""])
     with pytest.raises(ConfigError, match="one label per utterance.*target: label"):
         task.training_step(batch)
+
+
+class PlannedBatches:
+    """A loader that owns its position as AudioDataLoader does: (epoch, cursor), and a
+    complete pass moves it to the next epoch."""
+
+    def __init__(self, batches):
+        self.batches, self.epoch, self.cursor = batches, 0, 0
+
+    def set_epoch(self, epoch):
+        if epoch != self.epoch:
+            self.epoch, self.cursor = epoch, 0
+
+    def batches_left(self):
+        return len(self.batches) - self.cursor
+
+    def __iter__(self):
+        while self.cursor < len(self.batches):
+            self.cursor += 1
+            yield self.batches[self.cursor - 1]
+        self.epoch, self.cursor = self.epoch + 1, 0
+
+    def state_dict(self):
+        return {"epoch": self.epoch, "cursor": self.cursor}
+
+    def load_state_dict(self, state):
+        self.epoch, self.cursor = state["epoch"], state["cursor"]
+
+
+class StopRequestOnLastBatch(Callback):
+    """A SIGTERM (or Experiment.stop()) arriving while the epoch's last batch trains."""
+
+    def on_batch_end(self, trainer, output):
+        if trainer.train_loader.batches_left() == 0:
+            trainer.stop_requests.request("SIGTERM")
+
+
+def test_a_stop_request_on_the_last_batch_of_a_self_positioned_loader_finishes_the_epoch(loaders, tmp_path):
+    from cadence import Experiment, TrainingInterrupted
+
+    train, valid = loaders
+    batches = [batch for batch, _ in zip(train, range(3))]
+    with Experiment(tmp_path / "run", tensorboard=False) as experiment:
+        trainer = make_trainer(max_epochs=3, callbacks=[StopRequestOnLastBatch()], experiment=experiment)
+        with pytest.raises(TrainingInterrupted):
+            trainer.fit(PlannedBatches(batches), valid)
+    # The epoch was validated and counted: a resume starts the next one instead of training it again.
+    assert [entry["epoch"] for entry in trainer.state.history] == [1] and trainer.state.epoch == 1
+    resumed = make_trainer(max_epochs=2)
+    resumed.fit(PlannedBatches(batches), valid, resume_from=tmp_path / "run")
+    assert resumed.state.global_step == 6 and [entry["epoch"] for entry in resumed.state.history] == [1, 2]
+
+
+def shuffled(loader):
+    """A new shuffling DataLoader over the same data, drawing from the global RNG (each run its own)."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(loader.dataset, batch_size=loader.batch_size, shuffle=True)
+
+
+def same_weights(one: Trainer, other: Trainer) -> bool:
+    return all(torch.equal(a, b) for a, b in zip(one.task.state_dict().values(), other.task.state_dict().values()))
+
+
+def test_a_second_fit_continues_the_epoch_the_first_stopped_inside(loaders):
+    straight = make_trainer(max_epochs=2)
+    straight.fit(shuffled(loaders[0]))
+    twice = make_trainer(max_epochs=2, max_steps=5)
+    train = shuffled(loaders[0])
+    twice.fit(train)
+    twice.max_steps = None
+    twice.fit(train)
+    assert twice.state.global_step == straight.state.global_step and same_weights(twice, straight)
+
+
+def test_a_checkpoint_from_before_the_loader_owned_the_position_resumes_exactly(loaders, tmp_path):
+    from cadence import Experiment
+    from cadence.checkpoint.format import load_checkpoint, save_checkpoint
+
+    straight = make_trainer(max_epochs=2)
+    straight.fit(shuffled(loaders[0]))
+    with Experiment(tmp_path / "run", tensorboard=False) as experiment:
+        make_trainer(max_epochs=2, max_steps=5, experiment=experiment).fit(shuffled(loaders[0]))
+    (checkpoint,) = (tmp_path / "run" / "checkpoints").iterdir()
+    state, metadata = load_checkpoint(checkpoint)
+    # The old layout: the position in TrainState, the epoch's start RNG beside it, no loader state.
+    state["trainer_state"]["batch_in_epoch"] = state["train_data"]["cursor"]
+    state["epoch_start_rng"] = state["train_data"]["epoch_start_rng"]
+    state["train_data"] = None
+    save_checkpoint(checkpoint, state, metadata)
+    resumed = make_trainer(max_epochs=2)
+    resumed.fit(shuffled(loaders[0]), resume_from=checkpoint)
+    assert resumed.state.global_step == straight.state.global_step and same_weights(resumed, straight)

@@ -9,11 +9,21 @@ import numpy as np
 import torch
 
 
+_last_seed: int | None = None  # what a run built in Python records as its recipe's seed
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (every CUDA device too)."""
+    global _last_seed
+    _last_seed = seed
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def last_seed() -> int | None:
+    """The seed of the last :func:`seed_everything` call in this process, if any."""
+    return _last_seed
 
 
 def rng_state() -> dict[str, Any]:

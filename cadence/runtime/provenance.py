@@ -106,7 +106,8 @@ def snapshot_code(destination: Path, entry_point: Path | None, modules: dict[str
     destination.mkdir(parents=True, exist_ok=True)
     copied = []
     if entry_point is not None:
-        shutil.copy2(entry_point, destination / entry_point.name)
+        if Path(entry_point).resolve() != (destination / entry_point.name).resolve():  # not already the copy
+            shutil.copy2(entry_point, destination / entry_point.name)
         copied.append(entry_point.name)
     for name, module in modules.items():
         source = Path(getattr(module, "__file__", "") or "")
@@ -118,6 +119,7 @@ def snapshot_code(destination: Path, entry_point: Path | None, modules: dict[str
         else:
             target = destination / "modules" / f"{name}.py"
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
+            if source.resolve() != target.resolve():  # a rebuilt run's module is already the copy
+                shutil.copy2(source, target)
         copied.append(str(target.relative_to(destination)))
     return copied
