@@ -71,15 +71,22 @@ class Checkpointer:
         Hashes are not checked here (:meth:`latest` does); folders without an integer
         ``global_step`` come first.
         """
+        return [path for path, _ in self.manifests()]
+
+    def manifests(self) -> list[tuple[Path, dict | None]]:
+        """Each folder with a manifest and that manifest's metadata (None when unreadable),
+        oldest first as in :meth:`list`; every manifest is read once, none of the files hashed."""
         if not self.directory.is_dir():
             return []
+        found = [(entry, peek_metadata(entry)) for entry in self.directory.iterdir()
+                 if not entry.name.startswith(".") and (entry / MANIFEST_FILE).is_file()]
 
-        def order(path: Path) -> tuple:
-            step = (peek_metadata(path) or {}).get("global_step")
+        def order(item: tuple[Path, dict | None]) -> tuple:
+            path, metadata = item
+            step = (metadata or {}).get("global_step")
             return (1, step, path.name) if type(step) is int else (0, 0, path.name)
 
-        return sorted((entry for entry in self.directory.iterdir() if not entry.name.startswith(".")
-                       and (entry / MANIFEST_FILE).is_file()), key=order)
+        return sorted(found, key=order)
 
     def latest(self) -> Path | None:
         """The newest checkpoint that verifies; damaged newer ones are skipped with a warning."""
@@ -153,8 +160,7 @@ def listing(checkpointer: Checkpointer) -> list[CheckpointEntry]:
     """Each readable checkpoint's ``(name, global_step, monitored value)``, oldest first, read
     from the manifests without hashing the files (retention runs after every save)."""
     entries = []
-    for path in checkpointer.list():
-        metadata = peek_metadata(path)
+    for path, metadata in checkpointer.manifests():
         if metadata is None:
             continue  # damaged: left alone, and skipped when resuming
         value, step = metadata.get("monitor_value"), metadata.get("global_step")
