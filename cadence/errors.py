@@ -25,6 +25,22 @@ class CheckpointError(CadenceError):
     """A checkpoint is missing, damaged, or not in cadence's format."""
 
 
+class NonFiniteLoss(CadenceError):
+    """A training loss was NaN or infinite (a learning rate too high, bad data): the run stops
+    rather than train on, and save, broken weights."""
+
+
+class StorageError(CadenceError):
+    """Writing to disk failed: no space left, a quota or file size limit, a read-only folder,
+    no permission. Names the path and the cause; what was written before is kept (files are
+    replaced atomically, checkpoints by rename)."""
+
+    def __init__(self, path, cause: str, errno: int | None = None):
+        super().__init__(f"cannot write {path}: {cause}; free some space or choose a writable folder "
+                         "(what was written before is kept)")
+        self.path, self.cause, self.errno = path, cause, errno
+
+
 class TrainingInterrupted(CadenceError):
     """``fit`` stopped on request (a signal or ``Experiment.stop()``) after saving a checkpoint."""
 

@@ -20,7 +20,6 @@ split, and a few of them to TensorBoard as a text sample.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -32,7 +31,7 @@ from cadence.metrics import Mean, Metric
 from cadence.resumable import length
 from cadence.runtime.device import move_to_device
 from cadence.runtime.distributed import distributed_rank_and_size
-from cadence.runtime.files import write_bytes_atomic
+from cadence.runtime.files import strict_json, write_bytes_atomic
 from cadence.runtime.logs import progress
 from cadence.tasks.base import StepOutput
 
@@ -87,8 +86,9 @@ def evaluate(
 
 
 def write_records(path: Path, records: list[dict[str, Any]]) -> None:
-    """One JSON line per record, written atomically (a crash leaves the old file or the new one)."""
-    lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    """One strict JSON line per record (a non-finite number as null), written atomically (a
+    crash leaves the old file or the new one)."""
+    lines = "".join(strict_json(record, ensure_ascii=False) + "\n" for record in records)
     write_bytes_atomic(path, lines.encode("utf-8"))
 
 

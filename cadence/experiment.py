@@ -7,7 +7,11 @@ Layout::
       train.log  metrics.jsonl  tensorboard/  checkpoints/  results.json (write_results, at its end)
 
 What the run records is decided in :mod:`cadence.run_record`, the same way for a run built
-from a recipe and one built in Python.
+from a recipe and one built in Python. JSON is strict (a non-finite value is ``null``, see
+:mod:`cadence.runtime.files`). A write that fails (disk full, read-only) raises
+:class:`~cadence.errors.StorageError` naming the file: at once for ``metrics.jsonl``, TensorBoard
+and the JSON and YAML files; for ``train.log``, whose writes happen inside logging calls, at
+the next :meth:`Experiment.log_metrics` or at :meth:`Experiment.stop`.
 
 >>> import tempfile
 >>> with Experiment(tempfile.mkdtemp(), tensorboard=False) as experiment:
@@ -16,17 +20,20 @@ from a recipe and one built in Python.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
-import math
 import sys
+import threading
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Iterator
 
-from cadence.runtime.files import config_hash, to_yaml, write_bytes_atomic, write_json_atomic
-from cadence.errors import CadenceError
+from cadence.errors import StorageError
+from cadence.runtime.files import (
+    config_hash, storage_error, strict_json, to_yaml, write_bytes_atomic, write_json_atomic, writing,
+)
 from cadence.runtime.logs import add_file_logging, get_logger, remove_handler
 from cadence.runtime.provenance import collect_provenance, snapshot_code
 from cadence.runtime.signals import StopRequests
@@ -58,22 +65,32 @@ class Experiment:
         self.directory = Path(directory).resolve()
         self.entry_point = Path(entry_point) if entry_point is not None else None
         self.notes = dict(notes or {})
-        try:
+        # The first failed write, once raised: stop() closes the writers without raising it again.
+        self._raised: StorageError | None = None
+        with writing(self.checkpoints_directory):
             self.checkpoints_directory.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise CadenceError(f"{self.directory}: cannot create the experiment folder ({error.strerror}); choose another --exp-dir") from error
         self.started = time.time()
         self.logger = get_logger()
         self._log_handler = add_file_logging(self.directory / "train.log")
         self._metrics_path = self.directory / "metrics.jsonl"
-        _drop_partial_last_line(self._metrics_path)  # a line cut by a crash would merge with the next
-        self._metrics_file = open(self._metrics_path, "a", encoding="utf-8")
+        try:
+            _drop_partial_last_line(self._metrics_path)  # a line cut by a crash would merge with the next
+            with writing(self._metrics_path):
+                self._metrics_file = open(self._metrics_path, "a", encoding="utf-8")
+        except BaseException:
+            remove_handler(self._log_handler)
+            raise
         # Lines in metrics.jsonl; a checkpoint records it, so a resumed run can drop later lines.
         self.metrics_lines = _count_lines(self._metrics_path)
         self._tensorboard = None
         self.tensorboard_enabled = tensorboard
         if tensorboard:
-            self._tensorboard = _summary_writer(self.directory / "tensorboard")
+            try:
+                self._tensorboard = _summary_writer(self.tensorboard_directory)
+            except BaseException:
+                self._metrics_file.close()
+                remove_handler(self._log_handler)
+                raise
         self.stopped = False
         # The running Trainer's stop requests, attached while its fit runs: stop() then asks
         # for a clean stop instead of closing the writers under it.
@@ -83,23 +100,48 @@ class Experiment:
     def checkpoints_directory(self) -> Path:
         return self.directory / "checkpoints"
 
+    @property
+    def tensorboard_directory(self) -> Path:
+        return self.directory / "tensorboard"
+
     def log_metrics(self, values: dict[str, float], step: int, epoch: int, split: str) -> None:
-        """Append one line to metrics.jsonl and one TensorBoard scalar per value."""
+        """Append one line to metrics.jsonl (a non-finite value as ``null``) and one TensorBoard
+        scalar per value (TensorBoard keeps nan and inf)."""
         if self.stopped:
             return
+        self._raise(self._log_handler_failure())
         record = {"step": step, "epoch": epoch, "split": split, "time": round(time.time() - self.started, 3)}
-        record.update({name: _json_number(value) for name, value in values.items()})
-        self._metrics_file.write(json.dumps(record) + "\n")
-        self._metrics_file.flush()
+        record.update({name: float(value) for name, value in values.items()})
+        with self._writing(self._metrics_path):
+            self._metrics_file.write(strict_json(record) + "\n")
+            self._metrics_file.flush()
         self.metrics_lines += 1
         if self._tensorboard is not None:
-            for name, value in values.items():
-                self._tensorboard.add_scalar(name, value, global_step=step)
+            with self._writing(self.tensorboard_directory):
+                for name, value in values.items():
+                    self._tensorboard.add_scalar(name, value, global_step=step)
 
     def log_text(self, tag: str, text: str, step: int) -> None:
         """A text sample in TensorBoard (Markdown is rendered), e.g. hypotheses against references."""
         if self._tensorboard is not None and not self.stopped:
-            self._tensorboard.add_text(tag, text, global_step=step)
+            with self._writing(self.tensorboard_directory):
+                self._tensorboard.add_text(tag, text, global_step=step)
+
+    @contextlib.contextmanager
+    def _writing(self, path: Path) -> Iterator[None]:
+        """:func:`writing`, remembering the failure so that :meth:`stop` does not raise it again."""
+        try:
+            yield
+        except OSError as error:
+            self._raise(storage_error(path, error), cause=error)
+
+    def _raise(self, failure: StorageError | None, cause: BaseException | None = None) -> None:
+        if failure is not None:
+            self._raised = self._raised or failure
+            raise failure from cause
+
+    def _log_handler_failure(self) -> StorageError | None:
+        return getattr(self._log_handler, "failure", None)
 
     def record_run(
         self, config: dict[str, Any] | None, seed: int | None, data_manifests: dict[str, Path],
@@ -144,23 +186,25 @@ class Experiment:
 
     def write_text(self, name: str, text: str) -> Path:
         path = self.directory / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        write_bytes_atomic(path, text.encode("utf-8"))
         return path
 
     def rewind(self, metrics_lines: int | None, global_step: int) -> None:
         """Continue after a checkpoint: keep the first ``metrics_lines`` lines of metrics.jsonl
         and have TensorBoard discard events after ``global_step`` (a resumed run logs them again)."""
         if metrics_lines is not None and metrics_lines < self.metrics_lines:
-            self._metrics_file.close()
-            with open(self._metrics_path, encoding="utf-8") as handle:
-                kept = [line for _, line in zip(range(metrics_lines), handle)]
+            with self._writing(self._metrics_path):
+                self._metrics_file.close()
+                with open(self._metrics_path, encoding="utf-8") as handle:
+                    kept = [line for _, line in zip(range(metrics_lines), handle)]
             write_bytes_atomic(self._metrics_path, "".join(kept).encode("utf-8"))
-            self._metrics_file = open(self._metrics_path, "a", encoding="utf-8")
+            with self._writing(self._metrics_path):
+                self._metrics_file = open(self._metrics_path, "a", encoding="utf-8")
             self.metrics_lines = metrics_lines
         if self._tensorboard is not None:
-            self._tensorboard.close()
-            self._tensorboard = _summary_writer(self.directory / "tensorboard", purge_step=global_step + 1)
+            with self._writing(self.tensorboard_directory):
+                self._tensorboard.close()
+            self._tensorboard = _summary_writer(self.tensorboard_directory, purge_step=global_step + 1)
 
     def stop(self) -> None:
         """Flush and close every writer; safe to call twice.
@@ -176,10 +220,23 @@ class Experiment:
         if self.stopped:
             return
         self.stopped = True
+        # Every writer is closed, whatever fails; then the first failure not raised yet is.
+        failures = []
         if self._tensorboard is not None:
-            self._tensorboard.close()
-        self._metrics_file.close()
+            # flush() raises what the writer's thread met; close() would not.
+            for close in (self._tensorboard.flush, self._tensorboard.close):
+                try:
+                    close()
+                except OSError as error:
+                    failures.append(storage_error(self.tensorboard_directory, error))
+        try:
+            self._metrics_file.close()  # flushes what a failed write left in the buffer
+        except OSError as error:
+            failures.append(storage_error(self._metrics_path, error))
         remove_handler(self._log_handler)
+        failures.append(self._log_handler_failure())
+        if self._raised is None:
+            self._raise(next((failure for failure in failures if failure is not None), None))
 
     def __enter__(self) -> Experiment:
         return self
@@ -211,10 +268,28 @@ def _summary_writer(directory: Path, purge_step: int | None = None):
     # Imported here: the TensorBoard writer costs ~1 s to import, only paid when used.
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(log_dir=str(directory), purge_step=purge_step)
+    _quiet_tensorboard_thread_errors()
+    with writing(directory):
+        return SummaryWriter(log_dir=str(directory), purge_step=purge_step)
 
 
-def _json_number(value: float) -> float | str:
-    """JSON has no NaN or infinity; write them as strings rather than invalid JSON."""
-    value = float(value)
-    return value if math.isfinite(value) else str(value)
+_tensorboard_hook_installed = False
+
+
+def _quiet_tensorboard_thread_errors() -> None:
+    """Keep a failed write in TensorBoard's writer thread (disk full) from printing that
+    thread's traceback. The writer raises the same error at its next call in the calling
+    thread (``add_scalar``, ``flush``), where :class:`Experiment` makes it a StorageError."""
+    global _tensorboard_hook_installed
+    if _tensorboard_hook_installed:
+        return
+    previous = threading.excepthook
+
+    def hook(arguments: threading.ExceptHookArgs) -> None:
+        thread_module = type(arguments.thread).__module__ if arguments.thread is not None else ""
+        if isinstance(arguments.exc_value, OSError) and thread_module.startswith("tensorboard."):
+            return
+        previous(arguments)
+
+    threading.excepthook = hook
+    _tensorboard_hook_installed = True

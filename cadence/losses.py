@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from cadence.bounds import NonNegativeFloat
 from cadence.errors import ConfigError
 
 CTCNormalization = Literal["target_length", "batch", "tokens"]
@@ -39,7 +40,7 @@ class LossTerm:
     """How one named loss counts: ``weight`` in the training loss; ``evaluation_only`` losses
     are computed and reported in validation and test but never back-propagated."""
 
-    weight: float = pydantic.Field(1.0, ge=0.0)
+    weight: NonNegativeFloat = 1.0
     evaluation_only: bool = False
 
 

@@ -28,15 +28,18 @@ Register your own component from your own module, then list that module under
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import inspect
+import types
 import typing
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Annotated, Any, Callable, Iterable
 
 import pydantic
 
+from cadence.bounds import NOT_BOOLEAN
 from cadence.construction import mark_bundle, recording
 from cadence.errors import ConfigError
 
@@ -114,7 +117,10 @@ def schema_from_signature(*factories: Callable[..., Any], exclude: Iterable[str]
 
     Parameters without annotation accept anything; ``*args``/``**kwargs`` are not
     configurable (an explicit signature is what lets unknown keys be rejected). Bounds
-    written as ``typing.Annotated[int, annotated_types.Ge(1)]`` are enforced.
+    written as ``typing.Annotated[int, annotated_types.Ge(1)]`` (or the aliases of
+    :mod:`cadence.bounds`) are enforced. Numbers are numbers: an ``int`` or ``float``
+    anywhere in an annotation refuses booleans (:func:`refusing_booleans`) and a float refuses
+    NaN and infinities; a ``bool`` parameter still takes booleans.
     """
     exclude = set(exclude)
     fields: dict[str, Any] = {}
@@ -136,11 +142,57 @@ def schema_from_signature(*factories: Callable[..., Any], exclude: Iterable[str]
                 )
             if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
                 continue
-            annotation = hints.get(parameter.name, Any)
+            annotation = refusing_booleans(hints.get(parameter.name, Any))
             default = ... if parameter.default is inspect.Parameter.empty else parameter.default
             fields[parameter.name] = (annotation, default)
-    config = pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True, protected_namespaces=())
+    config = pydantic.ConfigDict(
+        extra="forbid", arbitrary_types_allowed=True, protected_namespaces=(), allow_inf_nan=False,  # no NaN, no inf
+    )
     return pydantic.create_model(f"{getattr(factories[0], '__name__', 'Component')}Config", __config__=config, **fields)
+
+
+# Where refusing_booleans looks for numbers: unions and the usual containers (others are left as they are).
+_CONTAINERS = (
+    typing.Union, types.UnionType, list, tuple, dict, set, frozenset, collections.abc.Sequence,
+    collections.abc.Mapping, collections.abc.Iterable,
+)
+
+
+def refusing_booleans(annotation: Any) -> Any:
+    """``annotation`` with each ``int`` and ``float`` in it refusing ``True`` and ``False``, which
+    pydantic's lax mode would read as 1 and 0 (``lr: true`` is a mistake, never a learning rate).
+
+    >>> refusing_booleans(list[float])
+    list[typing.Annotated[float, NOT_BOOLEAN]]
+    >>> refusing_booleans(bool)   # a boolean parameter still takes booleans
+    <class 'bool'>
+    """
+    if annotation is int or annotation is float:
+        return Annotated[annotation, NOT_BOOLEAN]
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        # Last among the constraints, so the check runs before the number type converts.
+        base, metadata = annotation.__origin__, annotation.__metadata__
+        if base is int or base is float:
+            return Annotated[(base, *metadata, NOT_BOOLEAN)]
+        return Annotated[(refusing_booleans(base), *metadata)]
+    arguments = typing.get_args(annotation)
+    if origin not in _CONTAINERS or not arguments:
+        return annotation
+    rewritten = tuple(refusing_booleans(argument) for argument in arguments)
+    if origin not in (typing.Union, types.UnionType):
+        return origin[rewritten]
+    union = typing.Union[rewritten]
+    # A number or other types (not just None): one check before them all gives one error, not one per type.
+    types_in_union = [_number_type(argument) for argument in arguments if argument is not type(None)]
+    has_number = any(member in (int, float) for member in types_in_union)
+    takes_booleans = any(member in (bool, Any, object) for member in types_in_union)
+    return Annotated[union, NOT_BOOLEAN] if len(types_in_union) > 1 and has_number and not takes_booleans else union
+
+
+def _number_type(annotation: Any) -> Any:
+    """The type under an ``Annotated`` one (``int`` for ``Annotated[int, Ge(1)]``)."""
+    return annotation.__origin__ if typing.get_origin(annotation) is Annotated else annotation
 
 
 @dataclasses.dataclass(eq=False)

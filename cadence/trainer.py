@@ -26,25 +26,28 @@ Example with a plain model and DataLoaders, no config::
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Literal, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 import torch
-from annotated_types import Ge, Gt
 from torch import nn
 
+from cadence.bounds import NonNegativeInt, PositiveFloat, PositiveInt
 from cadence.callbacks.base import Callback
-from cadence.checkpoint.checkpointer import Checkpointer, checkpoint_name, find_checkpoint, listing
+from cadence.checkpoint.candidates import use_first_that_fits
+from cadence.checkpoint.checkpointer import Checkpointer, checkpoint_name, listing
 from cadence.checkpoint.format import load_checkpoint
 from cadence.checkpoint.retention import Boundary, CheckpointPolicy, SaveTriggers, checkpoints_to_delete, is_better
-from cadence.checkpoint.snapshot import capture, restore
-from cadence.errors import ConfigError, TrainingInterrupted
+from cadence.checkpoint.snapshot import capture, load_module_state, restore
+from cadence.errors import CheckpointError, ConfigError, NonFiniteLoss, TrainingInterrupted
 from cadence.evaluation import evaluate, save_hypotheses
 from cadence.experiment import Experiment
 from cadence.metrics import Metric
 from cadence.optim import is_plateau_scheduler
+from cadence.registry import suggest
 from cadence.reporting import EpochSums, format_metrics, learning_rate_logs, results_summary
 from cadence.resumable import PositionedIterable, ResumableLoader, batches_left, resumable_loader
 from cadence.runtime.device import move_to_device, resolve_device
@@ -80,19 +83,19 @@ class Trainer:
         scheduler: Any = None,
         scheduler_interval: Literal["epoch", "step"] = "epoch",
         scheduler_monitor: str | None = None,
-        max_epochs: Annotated[int, Ge(1)] = 10,
-        max_steps: Annotated[int, Ge(1)] | None = None,
+        max_epochs: PositiveInt = 10,
+        max_steps: PositiveInt | None = None,
         device: str | torch.device = "auto",
-        clip_grad_norm: Annotated[float, Gt(0)] | None = None,
-        clip_grad_value: Annotated[float, Gt(0)] | None = None,
+        clip_grad_norm: PositiveFloat | None = None,
+        clip_grad_value: PositiveFloat | None = None,
         metrics: Sequence[Metric] = (),
         monitor: str = "val/loss",
         mode: Literal["min", "max"] = "min",
         restore_best: bool = True,
-        train_metrics_every: Annotated[int, Ge(0)] = 0,
+        train_metrics_every: NonNegativeInt = 0,
         callbacks: Iterable[Callback] = (),
         experiment: Experiment | None = None,
-        log_every: Annotated[int, Ge(1)] = 50,
+        log_every: PositiveInt = 50,
         progress_bar: bool = True,
         checkpoint_policy: CheckpointPolicy = CheckpointPolicy(),
         config: dict[str, Any] | None = None,
@@ -135,6 +138,9 @@ class Trainer:
         self.data: Any = None  # a DataBundle, when rebuilt by cadence.trainer_from_checkpoint
         self.pending_resume: Path | None = None  # set by trainer_from_checkpoint; used by the next fit
         self.resumed_from: Path | None = None
+        self._loss_not_finite = torch.zeros((), dtype=torch.bool)  # a loss since the last check was NaN or inf
+        self._loss_finite_until = 0  # the step up to which every training loss was finite
+        self.check_monitored_keys()
 
     @property
     def checkpoint_policy(self) -> CheckpointPolicy:
@@ -166,6 +172,8 @@ class Trainer:
         self.train_loader = resumable_loader(train_data, self.train_loader)  # a second fit goes on from the first
         self.task.to(self.device)
         self.epoch_sums.to(self.device)
+        self._loss_not_finite = self._loss_not_finite.to(self.device)
+        self._loss_finite_until = self.state.global_step
         self.stop_requests.reset()
         if self.checkpointer is not None:
             self.checkpointer.clean_temporary()  # folders of a save killed half-way
@@ -187,10 +195,12 @@ class Trainer:
                     if not self.train_epoch():
                         inside_epoch = True
                         break  # stopped inside the epoch: no validation of a partial epoch
+                    self.check_loss_finite()
                     # .item() waits for the device: once per epoch.
                     epoch_logs = {**self.epoch_sums.means("train"), "train/epoch_time_s": time.perf_counter() - epoch_started}
                     if val_data is not None:
                         metrics = self.validate(val_data)
+                        self.check_validation_loss_finite(metrics)
                         self.track_best(metrics)
                         self.call_hook("on_validation_end", metrics)
                         epoch_logs.update(metrics)
@@ -202,6 +212,7 @@ class Trainer:
                     state.epoch += 1
                     self.call_hook("on_epoch_end")
                     self.maybe_save("epoch")
+                self.check_loss_finite()
                 final = self.maybe_save("final", between_epochs=not inside_epoch)
                 self.call_hook("on_fit_end")
         except BaseException as error:
@@ -244,8 +255,10 @@ class Trainer:
             self.optimizer_step()
             state.global_step += 1
             self.epoch_sums.add(output.loss, output.losses)
+            self._loss_not_finite |= ~torch.isfinite(output.loss.detach())  # no wait for the device here
             self.maybe_update_train_metrics(output)
             if state.global_step % self.log_every == 0:
+                self.check_loss_finite()
                 # .item() waits for the device: done once per log_every steps, not per step.
                 self.log({"train/loss": self.epoch_sums.window_mean(self.log_every), **self.learning_rate_logs()}, "train")
             self.call_hook("on_batch_end", output)
@@ -334,6 +347,37 @@ class Trainer:
             self.log(values, "train")
 
     # ------------------------------------------------------------------ best model
+    def validation_keys(self) -> set[str] | None:
+        """The keys every validation gives (``val/loss`` and each metric's), or None when a
+        metric cannot say before it has seen data. Named losses (``val/loss_ctc``) are the
+        task's and are only known once it has run."""
+        keys = {"val/loss"}
+        for metric in self.metrics:
+            try:
+                keys.update(f"val/{name}" for name in copy.deepcopy(metric).compute())
+            except Exception:  # a metric of the user's that needs data to compute: keys unknown
+                return None
+        return keys
+
+    def check_monitored_keys(self) -> None:
+        """Refuse, before anything trains, a monitored value that no validation will give (a typo
+        would otherwise fail after a whole epoch)."""
+        known = self.validation_keys()
+        if known is None:
+            return
+        monitored = {"trainer.monitor": self.monitor}
+        if self.scheduler is not None and is_plateau_scheduler(self.scheduler):
+            monitored["scheduler.monitor"] = self.scheduler_monitor
+        for index, callback in enumerate(self.callbacks):
+            if isinstance(getattr(callback, "monitor", None), str):
+                monitored[f"callbacks.{index}.monitor"] = callback.monitor
+        for path, key in monitored.items():
+            if key not in known and not key.startswith("val/loss_"):
+                raise ConfigError(
+                    f"{path}: '{key}' is never among the validation results{suggest(key, known)}; "
+                    f"this run's are {', '.join(sorted(known))} (and val/loss_<name> for a task's named losses)"
+                )
+
     def metric_value(self, metrics: dict[str, float], name: str) -> float:
         if name not in metrics:
             raise ConfigError(f"monitor '{name}' is not among the validation results; choose one of: {', '.join(sorted(metrics))}")
@@ -371,7 +415,7 @@ class Trainer:
                 self.logger.warning("the best checkpoint %s is gone; keeping the last weights", folder / self.state.best_checkpoint)
                 return
             state, _ = load_checkpoint(folder / self.state.best_checkpoint)
-            self.task.load_state_dict(state["task"])
+            load_module_state(self.task, state.get("task"), "task")
         elif self._best_weights is not None:
             self.task.load_state_dict(self._best_weights)
         else:
@@ -429,7 +473,7 @@ class Trainer:
         return state
 
     def resume(self, checkpoint: str | Path) -> Path:
-        """Load a checkpoint (or an experiment folder's newest valid one) into every component.
+        """Load a checkpoint (or an experiment folder's newest one that verifies and fits) into every component.
 
         Called by ``fit(..., resume_from=...)``, once the training data is known (its position
         is part of the state). ``state.should_stop`` is kept: a run a callback stopped stays
@@ -438,9 +482,7 @@ class Trainer:
         """
         if self.train_loader is None:
             raise ValueError("resume through fit(train_data, ..., resume_from=...): the loader's position is restored too")
-        path = find_checkpoint(checkpoint)
-        state, metadata = load_checkpoint(path)
-        self.load_state_dict(state)
+        path, metadata = use_first_that_fits(checkpoint, self.restore_checkpoint)
         self.resumed_from = path
         if self.checkpointer is not None and path.parent.resolve() == self.checkpointer.directory.resolve():
             self.checkpointer.set_aside_newer_than(path)
@@ -451,6 +493,15 @@ class Trainer:
         self.logger.info("resumed from %s: epoch %d, step %d, batch %s of the epoch", path, self.state.epoch + 1,
                          self.state.global_step, getattr(self.train_loader, "cursor", "?"))
         return path
+
+    def restore_checkpoint(self, path: Path, state: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]:
+        """Load a verified checkpoint's ``state``; its ``metadata`` back. A state that does not fit
+        this run (another model, or crafted) is a :class:`CheckpointError` saying what did not fit."""
+        try:
+            self.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+            raise CheckpointError(f"its state does not fit this run ({type(error).__name__}: {error})") from error
+        return metadata
 
     def position(self) -> tuple[int, int]:
         """``(epoch, global_step)``: tells every checkpoint the Trainer saves apart."""
@@ -471,7 +522,46 @@ class Trainer:
         )
         if not due:
             return self.checkpointer.directory / checkpoint_name(state.global_step) if boundary == "final" else None
+        self.check_loss_finite()
+        self.check_weights_finite()  # a diverged model is never saved
         return self.save_checkpoint(monitor_value=self.monitored_value_of_last_epoch() if between_epochs else None)
+
+    def check_weights_finite(self) -> None:
+        """Stop with an error when a weight is NaN or infinite (the step after the last finite
+        loss can still blow them up); checked before each save, a pass over the weights."""
+        finite = [torch.isfinite(parameter).all() for parameter in self.task.parameters() if parameter.numel()]
+        if not finite or bool(torch.stack(finite).all()):
+            return
+        raise NonFiniteLoss(
+            f"the model's weights became NaN or infinite by step {self.state.global_step}: the model diverged; nothing was "
+            "saved after it. "
+            "Lower the learning rate (optimizer.lr) or the weight decay, or clip gradients (trainer.clip_grad_norm)"
+        )
+
+    def check_validation_loss_finite(self, metrics: dict[str, float]) -> None:
+        """Stop with an error when the validation loss is NaN or infinite: finite weights whose
+        outputs overflow are as broken as NaN ones, and are not saved either."""
+        value = metrics.get("val/loss")
+        if value is None or math.isfinite(value):
+            return
+        raise NonFiniteLoss(
+            f"the validation loss is {value} after epoch {self.state.epoch + 1} (step {self.state.global_step}): the model "
+            "diverged; nothing was saved after it. Lower the learning rate (optimizer.lr) or the weight decay, or clip "
+            "gradients (trainer.clip_grad_norm)"
+        )
+
+    def check_loss_finite(self) -> None:
+        """Stop with an error once a training loss was NaN or infinite. Checked where the loop
+        waits for the device anyway (logging, saving, the end of an epoch), so a run that diverged
+        never saves its broken weights, nor ends as if it had trained."""
+        if not bool(self._loss_not_finite):
+            self._loss_finite_until = self.state.global_step
+            return
+        raise NonFiniteLoss(
+            f"the training loss became NaN or infinite between steps {self._loss_finite_until + 1} and "
+            f"{self.state.global_step}: the model diverged; nothing was saved after step {self._loss_finite_until}. Lower the learning rate "
+            "(optimizer.lr), clip gradients (trainer.clip_grad_norm), or look for bad data (cadence data check MANIFEST)"
+        )
 
     def save_checkpoint(self, monitor_value: float | None = None) -> Path | None:
         """Write a checkpoint of this moment, then apply retention (see :meth:`maybe_save`)."""

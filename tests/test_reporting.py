@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 from cadence.reporting import EpochSums, learning_rate_logs, results_summary
 from cadence.state import TrainState
@@ -47,3 +51,34 @@ def test_learning_rates_are_one_value_unless_groups_differ():
     assert learning_rate_logs(torch.optim.SGD(weights, lr=0.1)) == {"train/lr": 0.1}
     groups = torch.optim.SGD([{"params": weights[:1], "lr": 0.1}, {"params": weights[1:], "lr": 0.2}])
     assert learning_rate_logs(groups) == {"train/lr/group0": 0.1, "train/lr/group1": 0.2}
+
+
+def strict_json_loads(text: str):
+    """What a strict parser (JavaScript's, jq's, Go's) accepts: no NaN, Infinity or -Infinity."""
+    def refuse(constant):
+        raise ValueError(f"bare {constant} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_results_json_and_the_printed_summary_are_strict_json_with_null_for_non_finite_values(tmp_path, monkeypatch, capsys):
+    import cadence.commands.train as train_command
+    from cadence import ClassificationTask, Experiment, Trainer
+    from cadence.commands.cli import main
+
+    # A NaN test loss (NaN in the test inputs).
+    task = ClassificationTask(torch.nn.Linear(4, 3))
+    train = DataLoader(TensorDataset(torch.ones(8, 4), torch.zeros(8, dtype=torch.int64)), batch_size=4)
+    test = DataLoader(TensorDataset(torch.full((8, 4), float("nan")), torch.zeros(8, dtype=torch.int64)), batch_size=4)
+    with Experiment(tmp_path / "run", tensorboard=False) as experiment:
+        results = Trainer(task, torch.optim.SGD(task.parameters(), lr=0.1), max_epochs=1, experiment=experiment,
+                          progress_bar=False).fit(train, test_data=test)
+    assert math.isnan(results["test"]["test/loss"])  # in Python: the float
+    on_disk = strict_json_loads((tmp_path / "run" / "results.json").read_text())
+    assert on_disk["test"] == {"test/loss": None} and on_disk["global_step"] == 2
+    for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines():
+        strict_json_loads(line)
+
+    monkeypatch.setattr(train_command, "train_recipe", lambda recipe, overrides, exp_dir: {**results, "experiment": str(tmp_path / "run")})
+    assert main(["train", "recipe.yaml"]) == 0
+    printed = strict_json_loads(capsys.readouterr().out)
+    assert printed["test"]["test/loss"] is None and printed["experiment"] == str(tmp_path / "run")

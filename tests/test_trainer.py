@@ -142,12 +142,43 @@ def test_max_steps_stops_mid_epoch(loaders):
     assert trainer.state.global_step == 4 and trainer.state.epoch == 0 and trainer.train_loader.cursor == 4
 
 
-def test_unknown_monitor_is_a_clear_error(loaders):
+def test_unknown_monitor_is_refused_before_training():
+    from cadence.callbacks import EarlyStopping
+    from cadence.errors import ConfigError
+
+    # Refused when the Trainer is made, with the keys the run's metrics will give.
+    with pytest.raises(ConfigError, match=r"trainer.monitor: 'val/acc' is never among the validation results \(did you mean 'val/accuracy'\?\)"):
+        make_trainer(monitor="val/acc")
+    with pytest.raises(ConfigError, match="callbacks.0.monitor: 'ten'"):
+        make_trainer(callbacks=[EarlyStopping(monitor="ten")])
+    # Named losses are the task's, known once it runs: accepted.
+    assert make_trainer(monitor="val/loss_ctc").monitor == "val/loss_ctc"
+
+
+def test_a_metric_value_missing_at_validation_is_a_clear_error(loaders):
     from cadence.errors import ConfigError
 
     train, valid = loaders
-    with pytest.raises(ConfigError, match="monitor 'val/acc' is not among the validation results"):
-        make_trainer(monitor="val/acc").fit(train, valid)
+    with pytest.raises(ConfigError, match="monitor 'val/loss_ctc' is not among the validation results"):
+        make_trainer(monitor="val/loss_ctc").fit(train, valid)
+
+
+def test_a_non_finite_loss_stops_the_run_before_anything_is_saved(tmp_path, loaders):
+    from cadence.errors import NonFiniteLoss
+    from cadence.experiment import Experiment
+
+    train, valid = loaders
+    experiment = Experiment(tmp_path / "run", tensorboard=False)
+    trainer = make_trainer(max_epochs=3, experiment=experiment)
+    trainer.fit(train, valid)  # a good first fit: checkpoints of finite weights
+    saved = sorted(path.name for path in experiment.checkpoints_directory.iterdir())
+    with torch.no_grad():
+        next(trainer.task.parameters()).fill_(float("nan"))  # diverged
+    trainer.max_epochs = 6
+    with pytest.raises(NonFiniteLoss, match="NaN or infinite between steps"):
+        trainer.fit(train, valid)
+    experiment.stop()
+    assert sorted(path.name for path in experiment.checkpoints_directory.iterdir()) == saved
 
 
 def test_batches_of_any_nesting_reach_the_device():

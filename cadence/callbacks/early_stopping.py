@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
+from cadence.bounds import NonNegativeFloat, PositiveInt
 from cadence.callbacks.base import Callback
 from cadence.registry import CALLBACKS
 
@@ -24,8 +25,8 @@ class EarlyStopping(Callback):
         self,
         monitor: str | None = None,
         mode: Literal["min", "max"] | None = None,
-        patience: int = 5,
-        min_delta: float = 0.0,
+        patience: PositiveInt = 5,
+        min_delta: NonNegativeFloat = 0.0,
     ):
         if patience < 1:
             raise ValueError(f"early_stopping.patience must be >= 1, got {patience}")

@@ -23,6 +23,7 @@ from cadence.checkpoint.format import (
 )
 from cadence.checkpoint.retention import CheckpointEntry, best_first
 from cadence.errors import CheckpointError
+from cadence.runtime.files import writing
 
 __all__ = ["Checkpointer", "checkpoint_name", "find_best_checkpoint", "find_checkpoint", "listing"]
 
@@ -55,8 +56,18 @@ class Checkpointer:
         return self.directory / name
 
     def save(self, name: str, state: Mapping[str, Any], metadata: Mapping[str, Any] | None = None) -> Path:
-        """Save ``state`` as ``directory/name``; a ``global_step`` in ``metadata`` orders checkpoints."""
-        return save_checkpoint(self._path_of(name), state, metadata)
+        """Save ``state`` as ``directory/name``; a ``global_step`` in ``metadata`` orders checkpoints.
+
+        A valid checkpoint of that name is replaced; a damaged one (a resumed run saving the
+        step it was skipped at) is moved into ``.abandoned/`` with a warning, never deleted.
+        """
+        path = self._path_of(name)
+        if path.exists():
+            try:
+                verify_checkpoint(path)
+            except CheckpointError as error:
+                self._set_aside(path, f"damaged ({_problem(error, path)}) and about to be replaced by a new save")
+        return save_checkpoint(path, state, metadata)
 
     def load(self, name_or_path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict, dict]:
         """Load a checkpoint by its name in this folder, or by any path."""
@@ -88,17 +99,17 @@ class Checkpointer:
 
         return sorted(found, key=order)
 
-    def latest(self) -> Path | None:
-        """The newest checkpoint that verifies; damaged newer ones are skipped with a warning."""
+    def latest(self, damaged: set[Path] | None = None) -> Path | None:
+        """The newest checkpoint that verifies; damaged newer ones are skipped with a warning
+        (and added to ``damaged``, when given, so that a caller looking further warns no more)."""
+        damaged = set() if damaged is None else damaged
         for entry in sorted(self.directory.iterdir()) if self.directory.is_dir() else []:
             if entry.is_dir() and not entry.name.startswith(".") and not (entry / MANIFEST_FILE).is_file():
                 logger.warning("skipping damaged checkpoint %s: it has no %s (lost, or never completed)", entry, MANIFEST_FILE)
+                damaged.add(entry)
         for path in reversed(self.list()):
-            try:
-                verify_checkpoint(path)
+            if is_valid(path, damaged):
                 return path
-            except CheckpointError as error:
-                logger.warning("skipping damaged checkpoint %s: %s", path, error)
         return None
 
     def delete(self, name: str) -> None:
@@ -122,14 +133,17 @@ class Checkpointer:
         listed = self.list()
         if checkpoint not in listed:
             return []
-        moved = []
-        for path in listed[listed.index(checkpoint) + 1 :]:
-            target = self.directory / ABANDONED_FOLDER / f"{path.name}-{uuid.uuid4().hex[:8]}"
+        return [self._set_aside(path, f"newer than {checkpoint.name}, the checkpoint resumed from")
+                for path in listed[listed.index(checkpoint) + 1 :]]
+
+    def _set_aside(self, path: Path, why: str) -> Path:
+        """Move ``path`` into ``.abandoned/`` under a unique name, with a warning saying ``why``."""
+        target = self.directory / ABANDONED_FOLDER / f"{path.name}-{uuid.uuid4().hex[:8]}"
+        with writing(target):
             target.parent.mkdir(exist_ok=True)
             os.rename(path, target)
-            moved.append(target)
-            logger.warning("set aside %s (newer than %s, the checkpoint resumed from) as %s", path.name, checkpoint.name, target)
-        return moved
+        logger.warning("set aside %s (%s) as %s", path.name, why, target)
+        return target
 
     def clean_temporary(self) -> list[Path]:
         """Remove the ``.tmp-`` / ``.trash-`` folders of killed saves; returns what was removed.
@@ -170,11 +184,30 @@ def listing(checkpointer: Checkpointer) -> list[CheckpointEntry]:
     return entries
 
 
-def find_checkpoint(path: str | Path) -> Path:
+def is_valid(path: Path, damaged: set[Path]) -> bool:
+    """Whether ``path`` verifies; a damaged one is warned about once, then remembered in ``damaged``."""
+    if path in damaged:
+        return False
+    try:
+        verify_checkpoint(path)
+        return True
+    except CheckpointError as error:
+        logger.warning("skipping damaged checkpoint %s: %s", path, _problem(error, path))
+        damaged.add(path)
+        return False
+
+
+def _problem(error: CheckpointError, path: Path) -> str:
+    """The error's message without its leading ``checkpoint PATH:`` (the warning names it already)."""
+    return str(error).removeprefix(f"checkpoint {path}: ")
+
+
+def find_checkpoint(path: str | Path, damaged: set[Path] | None = None) -> Path:
     """A checkpoint folder, or the newest valid one in an experiment or ``checkpoints/`` folder.
 
-    A damaged newest checkpoint is skipped with a warning naming it; when none is valid,
-    a :class:`CheckpointError` says so (a run never silently starts from scratch).
+    A damaged newest checkpoint is skipped with a warning naming it (and added to ``damaged``,
+    when given); when none is valid, a :class:`CheckpointError` says so (a run never silently
+    starts from scratch).
     """
     path = Path(path)
     if (path / MANIFEST_FILE).is_file():
@@ -182,7 +215,7 @@ def find_checkpoint(path: str | Path) -> Path:
     folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     if not folder.is_dir():
         raise CheckpointError(f"{path}: no checkpoint or experiment folder here; give an experiment folder or a checkpoint folder")
-    found = Checkpointer(folder).latest()
+    found = Checkpointer(folder).latest(damaged)
     if found is None:
         raise CheckpointError(
             f"{folder}: no valid checkpoint to resume from (none, or every one is damaged; see the warnings above). "
@@ -201,14 +234,11 @@ def find_best_checkpoint(path: str | Path) -> Path:
     path = Path(path)
     if (path / MANIFEST_FILE).is_file():
         return path
-    newest = find_checkpoint(path)
+    damaged: set[Path] = set()  # each damaged checkpoint is warned about once
+    newest = find_checkpoint(path, damaged)
     mode = (peek_metadata(newest) or {}).get("mode", "min")  # newest was verified just now
     for entry in best_first(listing(Checkpointer(newest.parent)), mode):
         candidate = newest.parent / entry.name
-        try:
-            verify_checkpoint(candidate)
-        except CheckpointError as error:
-            logger.warning("skipping damaged checkpoint %s: %s", candidate, error)
-            continue
-        return candidate
+        if candidate == newest or is_valid(candidate, damaged):
+            return candidate
     return newest

@@ -15,6 +15,11 @@ checkpoint from a stranger cannot run code.
 (``[key, value]`` pairs, for keys that are not str, like optimizer state's ints),
 ``__ordered_dict__`` (keeps a module state dict's ``_metadata``), ``__float__`` (nan, inf),
 ``__tensor__``, ``__ndarray__``, ``__numpy_scalar__``, ``__size__``, ``__dtype__``.
+
+Both JSON files are strict JSON (``allow_nan=False``: any parser reads them), and a non-finite
+float comes back as the same float (``{"__float__": "nan"}``), in the state (a callback's best
+value) and in the metadata (``monitor_value``, ``best_value``) alike: exact resume needs them.
+A file with a bare ``NaN`` or ``Infinity`` token, which no cadence writes, still loads.
 """
 
 from __future__ import annotations
@@ -284,8 +289,11 @@ def save_checkpoint(folder: str | Path, state: Mapping[str, Any], metadata: Mapp
             except OSError:
                 pass  # still complete under its .trash- name; clean_temporary() restores it
         if isinstance(error, (OSError, SafetensorError)):  # SafetensorError: its own I/O failed
-            raise CheckpointError(f"could not save checkpoint {final}: {error}; check free space and write "
-                                  f"permission in {final.parent} (a previous checkpoint there is intact)") from error
+            cause = str(error)  # safetensors words it: "Error while serializing: I/O error: File too large (os error 27)"
+            if isinstance(error, OSError) and error.strerror:
+                cause = f"{error.strerror} ({error.filename})" if error.filename else error.strerror
+            raise CheckpointError(f"could not save checkpoint {final}: {cause}; check free space and write "
+                                  f"permission in {final.parent} (checkpoints saved before are intact)") from error
         raise
     if old_moved_to_trash:
         shutil.rmtree(trash, ignore_errors=True)  # a leftover goes with clean_temporary()

@@ -25,9 +25,9 @@ import dataclasses
 import math
 import time
 from collections.abc import Iterable
-from typing import Annotated, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
-from annotated_types import Ge, Gt
+from cadence.bounds import NonNegativeInt, PositiveFloat, PositiveInt
 
 __all__ = ["CheckpointEntry", "CheckpointPolicy", "SaveTriggers", "best_first", "checkpoints_to_delete", "is_better"]
 
@@ -46,11 +46,11 @@ class CheckpointEntry(NamedTuple):
 class CheckpointPolicy:
     """When to save and what to keep (``None`` switches a trigger off)."""
 
-    every_epochs: Annotated[int, Ge(1)] | None = 1
-    every_steps: Annotated[int, Ge(1)] | None = None
-    every_minutes: Annotated[float, Gt(0)] | None = None
-    keep_last: Annotated[int, Ge(1)] = 1
-    keep_best: Annotated[int, Ge(0)] = 1
+    every_epochs: PositiveInt | None = 1
+    every_steps: PositiveInt | None = None
+    every_minutes: PositiveFloat | None = None
+    keep_last: PositiveInt = 1
+    keep_best: NonNegativeInt = 1
 
     def __post_init__(self) -> None:
         for name in ("every_epochs", "every_steps", "every_minutes"):

@@ -1,17 +1,18 @@
 """The ``cadence`` command: a thin layer over the config and Python APIs.
 
     cadence train RECIPE.yaml [key=value ...] [--exp-dir DIR] [--print-config]
-    cadence resume EXP_DIR [key=value ...] [--from CHECKPOINT] [--allow-config-change]
-    cadence eval EXP_DIR_OR_CHECKPOINT [--split test] [--device auto]
-    cadence transcribe EXP_DIR_OR_CHECKPOINT AUDIO... [--device cpu]
+    cadence resume EXP_DIR [key=value ...] [--from CHECKPOINT] [--allow-config-change] [--trust-code]
+    cadence eval EXP_DIR_OR_CHECKPOINT [--split test] [--device auto] [--trust-code]
+    cadence transcribe EXP_DIR_OR_CHECKPOINT AUDIO... [--device cpu] [--trust-code]
     cadence verify-resume RECIPE.yaml [key=value ...] [--steps N] [--interrupt-at K]
     cadence data fsdd [--root PATH] --out DIR
     cadence data connected-digits [--root PATH] [--out DIR] [--seed N] [--sizes 4000,500,500]
     cadence data manifest DIR --out FILE [--transcripts TSV]
     cadence data check MANIFEST [--sample-rate N] [--no-resample] [--mono mix|first|error] [--min-duration S]
 
-Results are JSON on stdout. A user error (missing file, bad YAML, unknown key, missing
-data) prints one line and exits with code 2; ``--debug`` shows the traceback.
+Results are strict JSON on stdout (a non-finite number is ``null``). A user error (missing
+file, bad YAML, unknown key, missing data, a full or read-only disk) prints one line and
+exits with code 2; ``--debug`` shows the traceback.
 ``cadence data check`` prints a readable report on stderr and exits with code 1 when it
 found bad audio; so does ``cadence verify-resume`` when the runs differ. A training stopped
 by SIGTERM or SIGINT saves a checkpoint and exits with 128 + the signal number.
@@ -20,11 +21,13 @@ by SIGTERM or SIGINT saves a checkpoint and exits with 128 + the signal number.
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import sys
 from typing import Sequence
 
 from cadence.errors import CadenceError, TrainingInterrupted
+from cadence.runtime.files import STORAGE_ERRNOS, strict_json
+from cadence.runtime.logs import setup_console_logging
 
 USER_ERROR = 2
 BAD_DATA_FOUND = 1
@@ -94,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")
     for command in (evaluate, transcribe):
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    for command in (resume, evaluate, transcribe):
+        command.add_argument(
+            "--trust-code", action="store_true",
+            help="import the Python modules the run's config names from the folder's code/ (read them first: "
+                 "importing runs them); without it only installed modules are imported",
+        )
 
     verify = commands.add_parser("verify-resume", help="check that a recipe resumes bit-identically")
     verify.add_argument("recipe")
@@ -163,13 +172,15 @@ def run_train(arguments: argparse.Namespace) -> int:
 
 def print_summary(results: dict) -> None:
     summary = {key: results[key] for key in ("experiment", "best_epoch", "best_validation", "test", "wall_time_s", "final_checkpoint")}
-    print(json.dumps(summary, indent=2))
+    print(strict_json(summary, indent=2))
 
 
 def run_resume(arguments: argparse.Namespace) -> int:
     from cadence.commands.train import resume_experiment
 
-    print_summary(resume_experiment(arguments.experiment, arguments.overrides, arguments.checkpoint, arguments.allow_config_change))
+    print_summary(resume_experiment(
+        arguments.experiment, arguments.overrides, arguments.checkpoint, arguments.allow_config_change, arguments.trust_code,
+    ))
     return 0
 
 
@@ -177,23 +188,25 @@ def run_verify_resume(arguments: argparse.Namespace) -> int:
     from cadence.commands.verify import verify_resume
 
     report = verify_resume(arguments.recipe, arguments.overrides, arguments.steps, arguments.interrupt_at)
-    print(json.dumps(report, indent=2))
+    print(strict_json(report, indent=2))
     return 0 if report["identical"] else 1
 
 
 def run_eval(arguments: argparse.Namespace) -> int:
     from cadence.commands.inference import evaluate_checkpoint
 
-    report = evaluate_checkpoint(arguments.checkpoint_override or arguments.checkpoint, arguments.split, arguments.device)
-    print(json.dumps(report, indent=2))
+    report = evaluate_checkpoint(
+        arguments.checkpoint_override or arguments.checkpoint, arguments.split, arguments.device, arguments.trust_code,
+    )
+    print(strict_json(report, indent=2))
     return 0
 
 
 def run_transcribe(arguments: argparse.Namespace) -> int:
     from cadence.commands.inference import transcribe_files
 
-    for result in transcribe_files(arguments.checkpoint, arguments.audio, arguments.device):
-        print(json.dumps(result, ensure_ascii=False))
+    for result in transcribe_files(arguments.checkpoint, arguments.audio, arguments.device, trust_code=arguments.trust_code):
+        print(strict_json(result, ensure_ascii=False))
     return 0
 
 
@@ -202,13 +215,13 @@ def run_data(arguments: argparse.Namespace) -> int:
         from cadence.corpora.fsdd import find_fsdd, prepare_fsdd
 
         written = prepare_fsdd(find_fsdd(arguments.root), arguments.out)
-        print(json.dumps({task: {split: str(path) for split, path in splits.items()} for task, splits in written.items()}, indent=2))
+        print(strict_json({task: {split: str(path) for split, path in splits.items()} for task, splits in written.items()}, indent=2))
         return 0
     if arguments.data_command == "connected-digits":
         from cadence.corpora.connected_digits import prepare_connected_digits
 
         manifests = prepare_connected_digits(arguments.root, arguments.out, seed=arguments.seed, sizes=arguments.sizes)
-        print(json.dumps({split: str(path) for split, path in manifests.items()}, indent=2))
+        print(strict_json({split: str(path) for split, path in manifests.items()}, indent=2))
         return 0
     if arguments.data_command == "manifest":
         from cadence.data.inspect import build_manifest
@@ -220,7 +233,7 @@ def run_data(arguments: argparse.Namespace) -> int:
             "with_text": sum(entry.text is not None for entry in entries),
             "hours": round(sum(entry.duration for entry in entries) / 3600, 4),
         }
-        print(json.dumps(summary, indent=2))
+        print(strict_json(summary, indent=2))
         return 0
     # The last command: check.
     from cadence.data.inspect import check_manifest
@@ -230,7 +243,7 @@ def run_data(arguments: argparse.Namespace) -> int:
     )
     # The readable report on stderr, so that stdout stays one JSON document (`> summary.json`).
     print(report.format(), file=sys.stderr)
-    print(json.dumps(report.summary(), indent=2))
+    print(strict_json(report.summary(), indent=2))
     return 0 if report.is_clean else BAD_DATA_FOUND
 
 
@@ -247,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": run_train, "resume": run_resume, "eval": run_eval, "transcribe": run_transcribe,
         "verify-resume": run_verify_resume, "data": run_data,
     }
+    setup_console_logging(logging.WARNING)  # warnings say WARNING:, whichever the command (train shows INFO too)
     try:
         return handlers[arguments.command](arguments)
     except TrainingInterrupted as stopped:
@@ -256,6 +270,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if arguments.debug:
             raise
         print(f"cadence: error: {error}", file=sys.stderr)
+        return USER_ERROR
+    except OSError as error:
+        # A full or read-only disk met by a write outside cadence's write helpers (those raise
+        # StorageError): the user's to fix, so one line too. Any other OSError is a bug.
+        if arguments.debug or error.errno not in STORAGE_ERRNOS:
+            raise
+        print(f"cadence: error: {error.filename or 'a file'}: {error.strerror}; check free space and permissions there",
+              file=sys.stderr)
         return USER_ERROR
     except KeyboardInterrupt:
         print("cadence: interrupted", file=sys.stderr)

@@ -15,54 +15,53 @@ from typing import Any
 
 import torch
 
-from cadence.checkpoint.format import load_checkpoint
-from cadence.checkpoint.checkpointer import find_best_checkpoint
+from cadence.checkpoint.candidates import use_first_that_fits
 from cadence.data.audio import load_audio
 from cadence.errors import CheckpointError, ConfigError
-from cadence.config.build import build_data, build_metrics, build_task
+from cadence.config.build import build_data, build_metrics
 from cadence.config.resolve import resolve
 from cadence.evaluation import evaluate, write_records
 from cadence.runtime.device import resolve_device
 from cadence.registry import DATASETS
-from cadence.config.rebuild import load, saved_config
+from cadence.config.rebuild import load, rebuilt_task, saved_config
 
 __all__ = ["evaluate_checkpoint", "transcribe_files"]
 
 SPLITS = ("train", "valid", "test")
 
 
-def evaluate_checkpoint(path: str | Path, split: str = "test", device: str = "auto") -> dict[str, Any]:
+def evaluate_checkpoint(path: str | Path, split: str = "test", device: str = "auto", trust_code: bool = False) -> dict[str, Any]:
     """The loss and the recipe's metrics of a checkpoint (or an experiment's best) on one split.
 
     Hypotheses go to ``EXP_DIR/hypotheses/eval-<checkpoint>-<split>.jsonl``, beside (never over)
-    those the training wrote.
+    those the training wrote. ``trust_code``: see :func:`cadence.config.rebuild.import_saved_modules`.
     """
     if split not in SPLITS:
         raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
-    checkpoint = find_best_checkpoint(path)
-    state, _ = load_checkpoint(checkpoint)
-    config = saved_config(state, checkpoint)
-    if "preload" in DATASETS.schema(config.data.name).model_fields:
-        config.data.model_extra["preload"] = False  # one split is read, once; results do not depend on it
-    recipe = resolve(config)
-    experiment_directory = checkpoint.parent.parent
-    data = build_data(recipe, experiment_directory / "data")
-    loader = {"train": data.train, "valid": data.valid, "test": data.test}[split]
-    if loader is None:
-        raise ConfigError(f"the recipe of {checkpoint} has no {split} data")
-    facts = {**data.facts, "mode": recipe.trainer["mode"]}
-    saved_tokenizer = state.get("tokenizer")
-    if saved_tokenizer is not None and saved_tokenizer != facts["tokenizer"].to_dict():
-        raise CheckpointError(
-            f"{checkpoint}: the data now gives a tokenizer other than the one the model was trained with "
-            "(the training transcripts changed?); evaluate on the data it was trained with"
-        )
-    # Built without data: feature statistics come from the checkpoint, not from a new pass.
-    task = build_task(recipe, facts)
-    task.load_state_dict(state["task"])
-    evaluation = evaluate(task, loader, split, build_metrics(recipe, facts), resolve_device(device))
+
+    def rebuild(checkpoint: Path, state: dict[str, Any], _: dict[str, Any]) -> tuple[Any, Any, list]:
+        config = saved_config(state, checkpoint, trust_code)
+        if "preload" in DATASETS.schema(config.data.name).model_fields:
+            config.data.model_extra["preload"] = False  # one split is read, once; results do not depend on it
+        recipe = resolve(config)
+        data = build_data(recipe, checkpoint.parent.parent / "data")
+        loader = {"train": data.train, "valid": data.valid, "test": data.test}[split]
+        if loader is None:
+            raise ConfigError(f"the recipe of {checkpoint} has no {split} data")
+        facts = {**data.facts, "mode": recipe.trainer["mode"]}
+        saved_tokenizer = state.get("tokenizer")
+        if saved_tokenizer is not None and saved_tokenizer != facts["tokenizer"].to_dict():
+            raise CheckpointError(
+                f"{checkpoint}: the data now gives a tokenizer other than the one the model was trained with "
+                "(the training transcripts changed?); evaluate on the data it was trained with"
+            )
+        # Built from the data's facts, without the data: feature statistics come from the checkpoint.
+        return rebuilt_task(recipe, state, facts), loader, build_metrics(recipe, facts)
+
+    checkpoint, (task, loader, metrics) = use_first_that_fits(path, rebuild, best=True)
+    evaluation = evaluate(task, loader, split, metrics, resolve_device(device))
     if evaluation.records:
-        write_records(experiment_directory / "hypotheses" / f"eval-{checkpoint.name}-{split}.jsonl", evaluation.records)
+        write_records(checkpoint.parent.parent / "hypotheses" / f"eval-{checkpoint.name}-{split}.jsonl", evaluation.records)
     return {"checkpoint": str(checkpoint), "split": split, "metrics": evaluation.metrics}
 
 
@@ -80,9 +79,11 @@ def feature_sample_rate(task: torch.nn.Module) -> int:
 
 
 @torch.no_grad()
-def transcribe_files(path: str | Path, audio_files: list[str], device: str = "cpu", batch_size: int = 16) -> list[dict[str, str]]:
+def transcribe_files(
+    path: str | Path, audio_files: list[str], device: str = "cpu", batch_size: int = 16, trust_code: bool = False,
+) -> list[dict[str, str]]:
     """``[{"audio": file, "text": hypothesis}]`` for each file, with the checkpoint's decoding settings."""
-    task = load(path, device=device)
+    task = load(path, device=device, trust_code=trust_code)
     if not callable(getattr(task, "transcribe", None)):
         raise ConfigError(f"{path}: its task ({type(task).__name__}) does not transcribe; it is not a speech recognizer")
     sample_rate = feature_sample_rate(task)

@@ -18,7 +18,7 @@ from cadence.config.build import build, import_user_modules
 from cadence.config.rebuild import import_saved_modules
 from cadence.config.resolve import ResolvedRecipe, resolve
 from cadence.config.schema import RecipeConfig, apply_overrides, load_recipe, load_yaml, validate_recipe
-from cadence.errors import CadenceError, CheckpointError, ConfigError
+from cadence.errors import CheckpointError, ConfigError
 from cadence.experiment import Experiment, unique_directory
 from cadence.runtime.files import to_yaml
 from cadence.runtime.logs import setup_console_logging
@@ -40,6 +40,16 @@ def experiment_directory(config: RecipeConfig, exp_dir: str | Path | None) -> Pa
     return directory
 
 
+def outermost_missing(directory: Path) -> Path | None:
+    """The outermost of ``directory`` and its parents that does not exist yet (None: it exists)."""
+    missing = None
+    for folder in (directory, *directory.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
 def train_recipe(recipe: str | Path, overrides: list[str] = (), exp_dir: str | Path | None = None) -> dict[str, Any]:
     """``cadence train``: returns the results written to ``EXP_DIR/results.json``."""
     recipe = Path(recipe)
@@ -48,18 +58,21 @@ def train_recipe(recipe: str | Path, overrides: list[str] = (), exp_dir: str | P
     resolved = resolve(config)  # every key checked, once, before any folder is created
     logger = setup_console_logging()
     directory = experiment_directory(config, exp_dir)
-    created = not directory.exists()
+    created = outermost_missing(directory)  # what to remove if the run fails before it trains
     prepare_run(resolved)
-    experiment = Experiment(directory, tensorboard=config.experiment.tensorboard, entry_point=recipe)
+    experiment = None
     try:
-        try:
-            built = build(resolved, experiment)
-        except CadenceError:
-            # Nothing was trained: leave no half-made experiment folder behind.
+        experiment = Experiment(directory, tensorboard=config.experiment.tensorboard, entry_point=recipe)
+        built = build(resolved, experiment)
+    except BaseException:
+        # Nothing was trained (a component refused its values, the disk is full, Ctrl-C):
+        # leave no half-made experiment folder behind.
+        if experiment is not None:
             experiment.stop()
-            if created:
-                shutil.rmtree(directory, ignore_errors=True)
-            raise
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    try:
         logger.info("experiment %s", experiment.directory)
         return built.trainer.fit(built.data.train, built.data.valid, built.data.test)
     finally:
@@ -86,13 +99,15 @@ def config_diff(saved: Any, new: Any, path: str = "") -> list[tuple[str, Any, An
 
 def resume_experiment(
     directory: str | Path, overrides: list[str] = (), checkpoint: str | Path | None = None, allow_config_change: bool = False,
+    trust_code: bool = False,
 ) -> dict[str, Any]:
     """``cadence resume``: continue a run in its own folder from its newest valid checkpoint.
 
     Overrides are compared with the config of the checkpoint resumed from: changes outside
     :data:`RESUME_SAFE_KEYS` would make the result differ from an uninterrupted run, so they
     are refused unless ``allow_config_change``; every resume and its changes are recorded in
-    provenance.json.
+    provenance.json. ``trust_code``: import the user modules the config names from the
+    folder's code snapshot (see :func:`cadence.config.rebuild.import_saved_modules`).
     """
     directory = Path(directory)
     load_yaml(directory / "config.yaml")  # the folder's own record must be sound (safe loader: no Python tags)
@@ -110,7 +125,7 @@ def resume_experiment(
             "pass --allow-config-change to accept them (they are recorded in provenance.json)"
         )
     config = validate_recipe(apply_overrides(saved, list(overrides)))
-    import_saved_modules(config.imports, directory / "code")
+    import_saved_modules(config.imports, directory, trust_code)
     resolved = resolve(config)
     logger = setup_console_logging()
     prepare_run(resolved)
@@ -123,7 +138,8 @@ def resume_experiment(
     try:
         built = build(resolved, experiment)
         logger.info("resuming experiment %s from %s%s", directory, start, f" with changes: {described}" if changes else "")
-        return built.trainer.fit(built.data.train, built.data.valid, built.data.test, resume_from=start)
+        # The folder, unless --from named a checkpoint: a newest one that does not fit is skipped.
+        return built.trainer.fit(built.data.train, built.data.valid, built.data.test, resume_from=checkpoint or directory)
     finally:
         experiment.stop()
 

@@ -15,26 +15,26 @@ name that the recipe left out.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import importlib.util
 import inspect
-import json
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Iterator
 
 from torch import nn
 
 from cadence.checkpoint.retention import CheckpointPolicy
 from cadence.config.resolve import ResolvedRecipe
 from cadence.data.pipeline import FeaturePipeline, compute_statistics
-from cadence.errors import ConfigError
+from cadence.errors import CadenceError, ConfigError
 from cadence.experiment import Experiment
 from cadence.registry import TASKS, DataBundle
 from cadence.runtime.device import resolve_device
-from cadence.runtime.files import write_bytes_atomic
+from cadence.runtime.files import strict_json, write_bytes_atomic
 from cadence.trainer import Trainer
 
 __all__ = ["Built", "build", "build_data", "build_features", "build_metrics", "build_task", "import_user_modules"]
@@ -59,6 +59,10 @@ def import_user_modules(imports: list[str], recipe_directory: Path | None) -> li
                 if not path.is_file():
                     raise ConfigError(f"imports.{index}: file '{entry}' not found (paths are relative to the recipe)")
                 name = path.stem
+                loaded = sys.modules.get(name)
+                if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() == path.resolve():
+                    modules.append(loaded)  # imported by an earlier run in this process: registering twice fails
+                    continue
                 spec = importlib.util.spec_from_file_location(name, path)
                 module = importlib.util.module_from_spec(spec)
                 sys.modules[name] = module
@@ -75,7 +79,23 @@ def import_user_modules(imports: list[str], recipe_directory: Path | None) -> li
 
 def _instantiate(recipe: ResolvedRecipe, path: str, facts: dict[str, Any], **objects: Any) -> Any:
     component = recipe.components[path]
-    return component.registry.get(component.name)(**recipe.arguments(path, facts, **objects))
+    arguments = recipe.arguments(path, facts, **objects)
+    with building(f"{path} ({component.name})"):
+        return component.registry.get(component.name)(**arguments)
+
+
+@contextlib.contextmanager
+def building(what: str) -> Iterator[None]:
+    """Any exception a component raises while it is built becomes one :class:`ConfigError` line
+    naming its config path: values the schema could not judge (two that do not go together, a
+    check inside a constructor) are still the recipe's, and a user error is one line."""
+    try:
+        yield
+    except CadenceError:
+        raise  # already says what to fix (a data error names its file)
+    except Exception as error:
+        message = " ".join(str(error).split()) or "no message"  # one line, whatever the component wrote
+        raise ConfigError(f"{what}: cannot be built with these values: {type(error).__name__}: {message}") from error
 
 
 def build_data(recipe: ResolvedRecipe, data_directory: Path, experiment_directory: Path | None = None) -> DataBundle:
@@ -109,9 +129,10 @@ def build_features(
         passes = getattr(data.train, "statistics_pass", None)
         if passes is None:
             raise ConfigError("features: global normalization needs training data that offers statistics_pass(); use mode: utterance")
-        computed = compute_statistics(pipeline, passes(), resolve_device(recipe.trainer["device"]))
+        with building("features (global normalization statistics over the training data)"):
+            computed = compute_statistics(pipeline, passes(), resolve_device(recipe.trainer["device"]))
         document = {f"features.{list(pipeline.stages).index(stage)}": stage.statistics_dict() for stage in computed}
-        write_bytes_atomic(Path(data_directory) / "feature_statistics.json", json.dumps(document, indent=1).encode("utf-8"))
+        write_bytes_atomic(Path(data_directory) / "feature_statistics.json", strict_json(document, indent=1).encode("utf-8"))
     return pipeline
 
 
@@ -128,10 +149,17 @@ def build_task(
     return _instantiate(recipe, "task", facts, **objects)
 
 
-def build(recipe: ResolvedRecipe, experiment: Experiment | None = None, work_dir: Path | None = None) -> Built:
-    """Create every object the resolved recipe describes and a Trainer ready to ``fit``."""
+def build(
+    recipe: ResolvedRecipe, experiment: Experiment | None = None, work_dir: Path | None = None, data: DataBundle | None = None,
+) -> Built:
+    """Create every object the resolved recipe describes and a Trainer ready to ``fit``.
+
+    ``data``: the recipe's data, already built (by :func:`build_data`, for another component
+    set over the same data); by default it is built here.
+    """
     data_directory = work_dir or (experiment.directory / "data" if experiment else Path("data"))
-    data = build_data(recipe, data_directory, experiment.directory if experiment else None)
+    if data is None:
+        data = build_data(recipe, data_directory, experiment.directory if experiment else None)
     # A plateau schedule or early stopping left without a mode follows the trainer's.
     facts = {**data.facts, "mode": recipe.trainer["mode"]}
     task = build_task(recipe, facts, data, data_directory)
@@ -139,17 +167,18 @@ def build(recipe: ResolvedRecipe, experiment: Experiment | None = None, work_dir
     schedule = recipe.config.scheduler
     scheduler = _instantiate(recipe, "scheduler", facts, optimizer=optimizer) if schedule is not None else None
     resolved = recipe.to_dict(facts)
-    trainer = Trainer(
-        task,
-        optimizer,
-        scheduler=scheduler,
-        scheduler_interval=schedule.interval if schedule is not None else "epoch",
-        scheduler_monitor=schedule.monitor if schedule is not None else None,
-        metrics=build_metrics(recipe, facts),
-        callbacks=[_instantiate(recipe, item.path, facts) for item in recipe.items("callbacks")],
-        experiment=experiment,
-        checkpoint_policy=CheckpointPolicy(**recipe.checkpoint),
-        config=resolved,
-        **recipe.trainer_arguments(),
-    )
+    with building("trainer"):
+        trainer = Trainer(
+            task,
+            optimizer,
+            scheduler=scheduler,
+            scheduler_interval=schedule.interval if schedule is not None else "epoch",
+            scheduler_monitor=schedule.monitor if schedule is not None else None,
+            metrics=build_metrics(recipe, facts),
+            callbacks=[_instantiate(recipe, item.path, facts) for item in recipe.items("callbacks")],
+            experiment=experiment,
+            checkpoint_policy=CheckpointPolicy(**recipe.checkpoint),
+            config=resolved,
+            **recipe.trainer_arguments(),
+        )
     return Built(trainer=trainer, data=data, resolved=resolved)

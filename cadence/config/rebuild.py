@@ -7,20 +7,25 @@
 Both work on any run whose checkpoints hold a config: a recipe run, or a run built in Python
 from registered components (see :mod:`cadence.run_record`).
 
-A checkpoint is read only after its manifest verifies, and nothing in it is unpickled.
-User components listed under ``imports:`` are imported from the experiment's ``code/modules``
-snapshot when the checkpoint lives in an experiment folder (a Python-built run lists the
-modules that define its components, its own script included).
+A checkpoint is read only after its manifest verifies, and nothing in it is unpickled. A
+folder you were given runs no code of its own: user components listed under ``imports:`` are
+imported from the experiment's ``code/modules`` snapshot only with ``trust_code=True``
+(``--trust-code`` on the command line); without it, only modules installed in your environment
+are imported (a Python-built run lists the modules that define its components, its own script
+included). A checkpoint that verifies but does not fit the model its config builds is skipped
+(a folder) or refused (a checkpoint named alone), saying what did not fit.
 
 Example::
 
     task = cadence.load("runs/fsdd-digits/20261121-101500")   # the best valid checkpoint
+    task = cadence.load("downloaded/run", trust_code=True)     # after reading its code/ folder
     logits = task.logits(batch)[0]
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,26 +33,46 @@ from typing import Any
 import torch
 from torch import nn
 
-from cadence.checkpoint.checkpointer import find_best_checkpoint, find_checkpoint
+from cadence.checkpoint.candidates import use_first_that_fits
+from cadence.checkpoint.checkpointer import find_checkpoint
 from cadence.checkpoint.format import load_checkpoint
+from cadence.checkpoint.snapshot import load_module_state
 from cadence.config.build import build, build_task
-from cadence.config.resolve import resolve
+from cadence.config.resolve import ResolvedRecipe, resolve
 from cadence.config.schema import RecipeConfig, validate_recipe
 from cadence.data.tokenizers import tokenizer_from_dict
 from cadence.errors import CheckpointError, ConfigError
 from cadence.experiment import Experiment
 from cadence.trainer import Trainer
 
-__all__ = ["import_saved_modules", "load", "saved_config", "trainer_from_checkpoint"]
+__all__ = ["import_saved_modules", "load", "rebuilt_task", "saved_config", "trainer_from_checkpoint"]
 
 
-def import_saved_modules(imports: list[str], code_directory: Path) -> None:
-    """Import a run's ``imports:`` from its code snapshot (``code/modules``), else from the path."""
-    modules = code_directory / "modules"
-    if modules.is_dir() and str(modules) not in sys.path:
+def import_saved_modules(imports: list[str], experiment_directory: Path, trust_code: bool = False) -> None:
+    """Import the user modules a saved run's ``imports:`` name, as far as the user trusts it.
+
+    A folder someone gave you (a downloaded experiment, a colleague's checkpoint) may hold
+    Python code; importing it runs it. So without ``trust_code`` only modules this process
+    has already imported, or that the environment provides by name (an installed package,
+    found outside ``experiment_directory``), are imported; any other is refused with one line
+    naming the modules and the flag. With ``trust_code`` the run's code snapshot
+    (``code/modules``) goes on the import path and is imported, as the run was built.
+    """
+    experiment_directory = Path(experiment_directory)
+    modules = experiment_directory / "code" / "modules"
+    names = [Path(entry).stem if entry.endswith(".py") else entry for entry in imports]
+    if not trust_code:
+        untrusted = [entry for entry, name in zip(imports, names) if not _importable_without_the_folder(entry, name, experiment_directory)]
+        if untrusted:
+            listed = ", ".join(untrusted)
+            raise ConfigError(
+                f"{experiment_directory}: its config imports code that is not installed here ({listed}); cadence runs "
+                f"no code from a folder it was given unless you trust it: read {modules}, then pass --trust-code "
+                "(trust_code=True in Python), or install the module(s)"
+            )
+    elif modules.is_dir() and str(modules) not in sys.path:
         sys.path.insert(0, str(modules))
-    for index, entry in enumerate(imports):
-        name = Path(entry).stem if entry.endswith(".py") else entry
+    for index, (entry, name) in enumerate(zip(imports, names)):
         try:
             importlib.import_module(name)
         except ImportError as error:
@@ -57,50 +82,90 @@ def import_saved_modules(imports: list[str], code_directory: Path) -> None:
             ) from error
 
 
-def saved_config(state: dict[str, Any], path: Path) -> RecipeConfig:
-    """The recipe a checkpoint was built from, validated again (and its user modules imported)."""
+def _importable_without_the_folder(entry: str, name: str, experiment_directory: Path) -> bool:
+    """Whether importing ``name`` runs nothing from the folder: it is already imported, or the
+    environment has it outside the folder. A ``.py`` path always names the folder's own code."""
+    if name in sys.modules:
+        return True
+    if entry.endswith(".py"):
+        return False
+    top_level = name.partition(".")[0]
+    try:
+        spec = importlib.util.find_spec(top_level)  # a top-level name: finding it imports nothing
+    except (ImportError, ValueError):
+        return False
+    if spec is None:
+        return False
+    folder = experiment_directory.resolve()
+    locations = [spec.origin] if spec.origin else []
+    locations += list(spec.submodule_search_locations or ())
+    # The current folder is on the import path under `python -m`: the folder itself may be it.
+    return bool(locations) and not any(Path(location).resolve().is_relative_to(folder) for location in locations)
+
+
+def saved_config(state: dict[str, Any], path: Path, trust_code: bool = False) -> RecipeConfig:
+    """The recipe a checkpoint was built from, validated again, with its user modules imported
+    as far as the user trusts the folder (:func:`import_saved_modules`)."""
     config = state.get("config")
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: the checkpoint holds no config, so its components cannot be rebuilt; "
                               "load its 'task' state into a model you build yourself")
     recipe = validate_recipe(config)
     experiment_directory = path.parent.parent  # EXP_DIR/checkpoints/<name>
-    import_saved_modules(recipe.imports, experiment_directory / "code")
+    import_saved_modules(recipe.imports, experiment_directory, trust_code)
     return recipe
 
 
-def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+def rebuilt_task(recipe: ResolvedRecipe, state: dict[str, Any], facts: dict[str, Any]) -> nn.Module:
+    """The task (features and model) a checkpoint's resolved ``recipe`` builds with ``facts``,
+    the checkpoint's ``state`` loaded into it. A state that does not fit is a
+    :class:`CheckpointError` saying what did not fit."""
+    task = build_task(recipe, facts=facts)
+    load_module_state(task, state.get("task"), "task")
+    task.config = state["config"]
+    return task
+
+
+def _saved_tokenizer(saved: Any) -> Any:
+    try:
+        return tokenizer_from_dict(saved)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise CheckpointError(f"its tokenizer cannot be read ({type(error).__name__}: {error})") from error
+
+
+def load(checkpoint: str | Path, device: str | torch.device = "cpu", trust_code: bool = False) -> nn.Module:
     """The task (features and model) saved in ``checkpoint``, in eval mode on ``device``.
 
     ``checkpoint``: a checkpoint folder, or an experiment folder (its best valid checkpoint by
-    the run's monitored value, the model the run tested; the newest when none has a value).
+    the run's monitored value, the model the run tested; the newest when none has a value; a
+    checkpoint that does not fit the model its config builds is skipped with a warning).
     The resolved config already holds every fact the data supplied (classes, rate), and a
     text task's tokenizer is in the checkpoint, so no data is read. The returned module has a
-    ``config`` attribute with the resolved config.
+    ``config`` attribute with the resolved config. ``trust_code``: import the user modules the
+    config names from the folder's code snapshot (see :func:`import_saved_modules`).
     """
-    path = find_best_checkpoint(checkpoint)
-    state, _ = load_checkpoint(path)
-    recipe = saved_config(state, path)
-    facts = {}
-    if state.get("tokenizer") is not None:
-        facts["tokenizer"] = tokenizer_from_dict(state["tokenizer"])
-    task = build_task(resolve(recipe), facts=facts)
-    task.load_state_dict(state["task"])
-    task.config = state["config"]
+    def rebuild(path: Path, state: dict[str, Any], _: dict[str, Any]) -> nn.Module:
+        recipe = resolve(saved_config(state, path, trust_code))
+        saved = state.get("tokenizer")
+        return rebuilt_task(recipe, state, {"tokenizer": _saved_tokenizer(saved)} if saved is not None else {})
+
+    _, task = use_first_that_fits(checkpoint, rebuild, best=True)
     return task.to(device).eval()
 
 
-def trainer_from_checkpoint(checkpoint: str | Path, experiment: Experiment | None = None) -> Trainer:
+def trainer_from_checkpoint(checkpoint: str | Path, experiment: Experiment | None = None, trust_code: bool = False) -> Trainer:
     """A Trainer rebuilt from the checkpoint's config, which resumes it when ``fit()`` starts.
 
     The data set is built again (``trainer.data``), so ``trainer.fit()`` needs no arguments.
+    ``trust_code``: as for :func:`load`.
     """
     path = find_checkpoint(checkpoint)
     state, _ = load_checkpoint(path)
     # Without an experiment, data files (manifests) go to the run's own data/ folder again.
     work_dir = None if experiment is not None else path.parent.parent / "data"
-    built = build(resolve(saved_config(state, path)), experiment, work_dir=work_dir)
+    built = build(resolve(saved_config(state, path, trust_code)), experiment, work_dir=work_dir)
     trainer = built.trainer
     trainer.data = built.data
-    trainer.pending_resume = path
+    # The folder, when one was given: fit then resumes from its newest checkpoint that fits.
+    trainer.pending_resume = Path(checkpoint)
     return trainer

@@ -8,8 +8,11 @@ and the pipeline knows no corpus.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
+from annotated_types import Len, MinLen
+
+from cadence.bounds import NonNegativeInt, PositiveInt, Probability, Seed
 from cadence.corpora.connected_digits import prepare_connected_digits
 from cadence.corpora.fsdd import prepare_fsdd
 from cadence.data.builders import manifests
@@ -27,17 +30,17 @@ def fsdd(
     experiment_dir: Path | None,
     task: Literal["digits", "speakers", "connected-digits"] = "digits",
     root: str | None = None,
-    valid_takes: list[int] = [5, 6, 7, 8, 9],
-    corpus_seed: int = 0,
-    corpus_sizes: list[int] = [4000, 500, 500],
+    valid_takes: Annotated[list[NonNegativeInt], MinLen(1)] = [5, 6, 7, 8, 9],
+    corpus_seed: Seed = 0,
+    corpus_sizes: Annotated[list[PositiveInt], Len(3, 3)] = [4000, 500, 500],  # train, valid, test
     tokenizer: TokenizerOptions = TokenizerOptions(kind="word"),
     batching: BatchingOptions = BatchingOptions(max_frames=None, max_seqs=32, ordering="random"),
     eval_batching: BatchingOptions | None = None,
-    num_workers: int = 0,
+    num_workers: NonNegativeInt = 0,
     preload: bool = True,
-    max_skip_rate: float = 0.01,
-    max_train_utterances: int | None = None,
-    max_eval_utterances: int | None = None,
+    max_skip_rate: Probability = 0.01,
+    max_train_utterances: PositiveInt | None = None,
+    max_eval_utterances: PositiveInt | None = None,
 ):
     """FSDD digits (10 classes), speakers (6 classes) or connected digits (transcripts).
 

@@ -45,6 +45,7 @@ Example (about a second)::
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -60,7 +61,7 @@ from cadence.version import __version__
 from cadence.corpora.fsdd import _RECORDING_NAME, DIGIT_WORDS, FSDD_TEST_TAKES, find_fsdd
 from cadence.corpora.generated_folder import GeneratedFolder
 from cadence.data.manifest import ManifestEntry, write_manifest
-from cadence.runtime.files import write_bytes_atomic
+from cadence.runtime.files import strict_json, write_bytes_atomic, writing
 from cadence.errors import DataError
 
 __all__ = [
@@ -231,9 +232,13 @@ def _seconds_to_samples(seconds: float) -> int:
 
 
 def _write_wav(path: Path, samples: np.ndarray) -> None:
+    # Encoded in memory first: soundfile writing to a file that fails (disk full) prints a
+    # traceback per callback instead of raising.
+    encoded = io.BytesIO()
+    soundfile.write(encoded, samples, CONNECTED_DIGITS_SAMPLE_RATE, subtype="PCM_16", format="WAV")
     # fsync: corpus.json, written after this, must never describe audio still in a cache.
-    with open(path, "wb") as handle:
-        soundfile.write(handle, samples, CONNECTED_DIGITS_SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    with writing(path), open(path, "wb") as handle:
+        handle.write(encoded.getbuffer())
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -335,7 +340,7 @@ def prepare_connected_digits(
         for split in CONNECTED_DIGITS_SPLITS:
             entries, segment_records = _generate_split(split, parameters, pools[split], sources, out_dir)
             write_manifest(manifests[split], entries)
-            lines = "".join(json.dumps(record) + "\n" for record in segment_records)
+            lines = "".join(strict_json(record) + "\n" for record in segment_records)
             write_bytes_atomic(out_dir / "segments" / f"{split}.jsonl", lines.encode("utf-8"))
             utterances[split] = len(entries)
             seconds[split] = round(sum(entry.duration for entry in entries), 3)

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from cadence.runtime.files import write_bytes_atomic
+from cadence.runtime.files import strict_json, write_bytes_atomic, writing
 from cadence.errors import DataError
 
 try:  # POSIX; elsewhere concurrent preparation of one folder is simply not guarded
@@ -49,7 +49,9 @@ class GeneratedFolder:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Serialise generators of this folder (e.g. several ranks): later ones find it ready."""
-        with open(self.path / LOCK_FILE, "a+b") as handle:
+        with writing(self.path / LOCK_FILE):  # a read-only folder: a StorageError naming the file
+            handle = open(self.path / LOCK_FILE, "a+b")
+        with handle:
             if fcntl is not None:
                 try:
                     fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # released when the file closes
@@ -105,4 +107,4 @@ class GeneratedFolder:
 
     def write_description(self, description: dict[str, Any]) -> None:
         """Written last: its presence is what marks the folder complete."""
-        write_bytes_atomic(self.path / self.description_file, (json.dumps(description, indent=2) + "\n").encode("utf-8"))
+        write_bytes_atomic(self.path / self.description_file, (strict_json(description, indent=2) + "\n").encode("utf-8"))

@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 
+from cadence.bounds import NonNegativeFloat, NonNegativeInt, PositiveInt, Probability
 from cadence.data.audio import MonoPolicy
 from cadence.data.dataset import AudioDataset
 from cadence.data.loader import AudioDataLoader, Quarantine
@@ -83,17 +84,17 @@ def manifests(
     target: TargetKind = "label",
     labels: str | None = None,
     tokenizer: TokenizerOptions = TokenizerOptions(),
-    sample_rate: int = 16000,
+    sample_rate: PositiveInt = 16000,
     resample: bool = True,
     mono: MonoPolicy = "mix",
-    min_duration: float = 0.0,
+    min_duration: NonNegativeFloat = 0.0,
     batching: BatchingOptions = BatchingOptions(),
     eval_batching: BatchingOptions | None = None,
-    num_workers: int = 0,
+    num_workers: NonNegativeInt = 0,
     preload: bool = False,
-    max_skip_rate: float = 0.01,
-    max_train_utterances: int | None = None,
-    max_eval_utterances: int | None = None,
+    max_skip_rate: Probability = 0.01,
+    max_train_utterances: PositiveInt | None = None,
+    max_eval_utterances: PositiveInt | None = None,
 ):
     """Loaders over JSON Lines manifests.
 

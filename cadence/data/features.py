@@ -21,8 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cadence.bounds import NonNegativeFloat, PositiveFloat, PositiveInt
 from cadence.data.filterbanks import dct_matrix, hz_to_mel, mel_filterbank, mel_to_hz
 from cadence.data.padding import zero_padding
+from cadence.errors import ConfigError
 from cadence.registry import FEATURES
 
 __all__ = ["LogMel", "MFCC", "Spectrogram", "dct_matrix", "hz_to_mel", "mel_filterbank", "mel_to_hz"]
@@ -68,8 +70,9 @@ class _ShortTimeSpectrum(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``|STFT| ** power [B, n_fft // 2 + 1, frames]`` (padding frames not yet zeroed), frame_lengths."""
         if waveforms.dim() != 2:
-            raise ValueError(
-                f"{type(self).__name__} expects waveforms [batch, samples], got shape {tuple(waveforms.shape)}"
+            raise ConfigError(
+                f"features: {type(self).__name__} takes waveforms [batch, samples], got shape {tuple(waveforms.shape)}; "
+                "list the features in order: a waveform transform (log_mel, mfcc) first, then normalize and spec_augment"
             )
         batch, samples = waveforms.shape
         if lengths is None:
@@ -126,11 +129,11 @@ class Spectrogram(_ShortTimeSpectrum):
     def __init__(
         self,
         *,
-        sample_rate: int = 8000,
-        n_fft: int = 256,
-        win_length: int = 200,
-        hop_length: int = 80,
-        power: float = 2.0,
+        sample_rate: PositiveInt = 8000,
+        n_fft: PositiveInt = 256,
+        win_length: PositiveInt = 200,
+        hop_length: PositiveInt = 80,
+        power: PositiveFloat = 2.0,
     ) -> None:
         super().__init__(sample_rate, n_fft, win_length, hop_length)
         if power <= 0:
@@ -209,14 +212,14 @@ class LogMel(_MelSpectrum):
     def __init__(
         self,
         *,
-        sample_rate: int = 8000,
-        n_fft: int = 256,
-        win_length: int = 200,
-        hop_length: int = 80,
-        n_mels: int = 40,
-        f_min: float = 0.0,
-        f_max: float | None = None,
-        log_offset: float = 1e-6,
+        sample_rate: PositiveInt = 8000,
+        n_fft: PositiveInt = 256,
+        win_length: PositiveInt = 200,
+        hop_length: PositiveInt = 80,
+        n_mels: PositiveInt = 40,
+        f_min: NonNegativeFloat = 0.0,
+        f_max: PositiveFloat | None = None,
+        log_offset: PositiveFloat = 1e-6,
     ) -> None:
         super().__init__(sample_rate, n_fft, win_length, hop_length, n_mels, f_min, f_max)
         if log_offset <= 0:
@@ -257,14 +260,14 @@ class MFCC(_MelSpectrum):
     def __init__(
         self,
         *,
-        sample_rate: int = 8000,
-        n_fft: int = 256,
-        win_length: int = 200,
-        hop_length: int = 80,
-        n_mels: int = 40,
-        n_mfcc: int = 13,
-        f_min: float = 0.0,
-        f_max: float | None = None,
+        sample_rate: PositiveInt = 8000,
+        n_fft: PositiveInt = 256,
+        win_length: PositiveInt = 200,
+        hop_length: PositiveInt = 80,
+        n_mels: PositiveInt = 40,
+        n_mfcc: PositiveInt = 13,
+        f_min: NonNegativeFloat = 0.0,
+        f_max: PositiveFloat | None = None,
     ) -> None:
         super().__init__(sample_rate, n_fft, win_length, hop_length, n_mels, f_min, f_max)
         if not 0 < n_mfcc <= n_mels:

@@ -2,7 +2,9 @@
 
 :func:`build_manifest` turns ``folder/**/*.wav`` (and flac, ogg) into a manifest: ids are
 the relative paths without extension, durations come from the file headers (nothing is
-decoded), transcripts from ``.txt`` files beside the audio or from one TSV file.
+decoded), transcripts from ``.txt`` files beside the audio or from one TSV file. A WAV file
+holding less data than its header declares (a cut-short copy) is refused: its header
+duration would be a lie.
 
 :func:`check_manifest` decodes every file the way training would (:func:`load_audio`), and
 reports which are bad and why, before a training run finds them one by one.
@@ -32,7 +34,15 @@ from typing import Any
 
 import soundfile
 
-from cadence.data.audio import TRUNCATION_TOLERANCE_S, BadAudio, MonoPolicy, audio_header, load_audio
+from cadence.data.audio import (
+    TRUNCATION_TOLERANCE_S,
+    BadAudio,
+    MonoPolicy,
+    audio_header,
+    cannot_open,
+    load_audio,
+    read_wav_data_chunk,
+)
 from cadence.data.manifest import ManifestEntry, read_manifest, write_manifest
 from cadence.errors import DataError
 
@@ -101,7 +111,16 @@ def _read_sidecar(audio_path: Path) -> str | None:
 
 
 def _header_duration(path: Path) -> float:
-    info = audio_header(path, "repair or remove the file, then run again")
+    how_to_fix = "repair or remove the file, then run again"
+    info = audio_header(path, how_to_fix)
+    # libsndfile counts the frames a cut-short WAV really holds, so its header would pass as a
+    # short file; the data chunk's declared size says what it should hold.
+    try:
+        chunk = read_wav_data_chunk(path)
+    except OSError as error:
+        raise DataError(f"{path}: cannot read the audio header ({error}); {how_to_fix}") from None
+    if chunk is not None and chunk.is_cut_short:
+        raise DataError(f"{path}: truncated: the file is cut short: {chunk.describe()}; {how_to_fix}")
     return info.frames / info.samplerate
 
 
@@ -118,7 +137,8 @@ def build_manifest(
     :func:`check_manifest` to decode. Transcripts (``text``): from ``transcripts``, a TSV file
     of ``id<TAB>text`` lines, when given; otherwise from a ``.txt`` file beside each audio
     file (``spk1/utt3.txt``). Files without a transcript get no ``text`` (a warning says how
-    many). Hidden files and folders are skipped.
+    many). Hidden files and folders are skipped. A WAV file holding less audio data than its
+    header declares raises :class:`DataError` naming it and both sizes.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -251,7 +271,7 @@ def _file_rate(path: Path) -> int:
     try:
         return soundfile.info(path).samplerate
     except (RuntimeError, OSError) as error:
-        raise BadAudio(path, "unreadable", f"cannot read audio ({error})") from None
+        raise cannot_open(path, error) from None
 
 
 def _decode(
@@ -269,7 +289,10 @@ def _decode(
         return None
     seconds = load_audio(entry.audio, rate, **options).shape[0] / rate
     if seconds < entry.duration - TRUNCATION_TOLERANCE_S:
-        raise BadAudio(entry.audio, "truncated", f"{seconds:.3f} s of audio where {entry.duration:.3f} s were expected")
+        raise BadAudio(
+            entry.audio, "truncated",
+            f"shorter than its manifest entry: {seconds:.3f} s of audio where {entry.duration:.3f} s were expected",
+        )
     return seconds
 
 
@@ -285,8 +308,10 @@ def check_manifest(
     The options mean what the data options of a recipe mean. ``sample_rate=None`` takes
     each file's own rate, so a wrong rate is never reported; with ``resample=False`` and a
     ``sample_rate``, other rates are ``wrong_rate``. A manifest duration longer than the audio
-    is ``truncated`` (bad); a shorter one is listed in ``longer_than_manifest`` (not bad).
-    A missing or malformed manifest raises :class:`DataError`.
+    is ``truncated`` (bad), as is a WAV file holding less data than its header declares; a
+    shorter one is listed in ``longer_than_manifest`` (not bad). Missing files are
+    ``not_found``; NaN or infinite samples ``non_finite``; float samples far outside [-1, 1]
+    ``out_of_range``. A missing or malformed manifest raises :class:`DataError`.
     """
     if sample_rate is not None and (not isinstance(sample_rate, int) or sample_rate <= 0):
         raise ValueError(f"sample_rate must be a positive int or None, got {sample_rate!r}")

@@ -44,7 +44,7 @@ import numpy as np
 
 from cadence.data.packed import PackedStrings
 from cadence.errors import DataError
-from cadence.runtime.files import file_sha256, write_bytes_atomic
+from cadence.runtime.files import file_sha256, strict_json, write_bytes_atomic
 
 __all__ = [
     "Manifest",
@@ -132,8 +132,8 @@ def read_manifest(path: str | Path) -> list[ManifestEntry]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DataError(
-            f"{path}: manifest not found; check the path, or create it with the corpus's prepare step "
-            "(e.g. `cadence data prepare`)"
+            f"{path}: manifest not found; check the path, or write one with `cadence data manifest DIR --out FILE` "
+            "(a folder of audio files) or `cadence data fsdd --out DIR` (the FSDD corpus)"
         ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: cannot read manifest ({error}); it must be a UTF-8 JSON Lines file") from None
@@ -159,7 +159,7 @@ def read_manifest(path: str | Path) -> list[ManifestEntry]:
         fields["audio"] = Path(os.path.normpath(os.path.join(folder, fields["audio"])))
         entries.append(ManifestEntry(**fields))
     if not entries:
-        raise DataError(f"{path}: manifest has no utterances; regenerate it with the corpus's prepare step")
+        raise DataError(f"{path}: manifest has no utterances; regenerate it (`cadence data manifest DIR --out FILE`, `cadence data fsdd --out DIR`)")
     return entries
 
 
@@ -189,7 +189,7 @@ def write_manifest(path: str | Path, entries: Iterable[ManifestEntry | Mapping[s
         if record["id"] in seen:
             raise DataError(f"{path}: entry {index} repeats id {record['id']!r}; ids must be unique")
         seen.add(record["id"])
-        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+        lines.append(strict_json(record, ensure_ascii=False) + "\n")
     write_bytes_atomic(path, "".join(lines).encode("utf-8"))
 
 
@@ -206,7 +206,7 @@ def write_labels(path: str | Path, names: Iterable[str]) -> None:
     names = list(names)
     if len(set(names)) != len(names) or not all(isinstance(name, str) and name for name in names):
         raise DataError(f"{path}: class names must be unique non-empty strings, got {names!r}")
-    write_bytes_atomic(path, (json.dumps(names, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+    write_bytes_atomic(path, (strict_json(names, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def read_labels(path: str | Path) -> list[str]:
@@ -215,10 +215,10 @@ def read_labels(path: str | Path) -> list[str]:
         names = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(
-            f"{path}: label file not found; it is written beside the manifests by the prepare step"
+            f"{path}: label file not found; it is written beside the manifests by `cadence data fsdd --out DIR`"
         ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DataError(f"{path}: cannot read label file ({error}); regenerate it with the prepare step") from None
+        raise DataError(f"{path}: cannot read label file ({error}); regenerate it with `cadence data fsdd --out DIR`") from None
     if (
         not isinstance(names, list)
         or not names

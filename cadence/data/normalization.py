@@ -32,7 +32,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from cadence.bounds import PositiveFloat, PositiveInt
 from cadence.data.padding import padding_mask, zero_padding
+from cadence.errors import ConfigError
 from cadence.registry import FEATURES
 
 __all__ = ["FeatureNormalization"]
@@ -64,8 +66,8 @@ class FeatureNormalization(nn.Module):
     def __init__(
         self,
         mode: Literal["utterance", "global"] = "utterance",
-        num_features: int | None = None,
-        eps: float = 1e-5,
+        num_features: PositiveInt | None = None,
+        eps: PositiveFloat = 1e-5,
     ) -> None:
         super().__init__()
         if mode not in _MODES:
@@ -175,14 +177,20 @@ class FeatureNormalization(nn.Module):
 
     def _check_batch(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if features.dim() != 3:
-            raise ValueError(f"expected features [batch, num_features, frames], got shape {tuple(features.shape)}")
+            raise ConfigError(
+                f"features: normalize takes features [batch, num_features, frames], got shape {tuple(features.shape)}; "
+                "list the features in order: a waveform transform (log_mel, mfcc) first, then normalize and spec_augment"
+            )
         expected = self.num_features
         if expected is None and self.mode == "global" and self._sum is not None:
             expected = self._sum.numel()
         if expected is None and self._has_statistics:
             expected = self.mean.numel()
         if expected is not None and features.shape[1] != expected:
-            raise ValueError(f"expected {expected} features, got {features.shape[1]} (shape {tuple(features.shape)})")
+            raise ConfigError(
+                f"features: normalize expects {expected} features, got {features.shape[1]} (shape {tuple(features.shape)}); "
+                "set its num_features to the features' size"
+            )
         return lengths.to(device=features.device, dtype=torch.int64)
 
     def _require_statistics(self) -> None:

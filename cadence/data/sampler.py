@@ -55,6 +55,7 @@ import pydantic
 import torch
 from torch.utils.data import Sampler
 
+from cadence.bounds import NonNegativeFloat, PositiveFloat, PositiveInt
 from cadence.runtime.distributed import distributed_rank_and_size
 
 __all__ = ["BatchPlan", "BatchSampler", "BatchingOptions", "build_plan", "frame_counts"]
@@ -70,15 +71,15 @@ _CHUNK_STREAM, _ORDER_STREAM, _BATCH_ORDER_STREAM = 0, 1, 2
 class BatchingOptions:
     """How an epoch's batches are planned (a recipe's ``batching:`` section)."""
 
-    max_frames: int | None = pydantic.Field(20000, gt=0)  # None: no budget, only max_seqs
-    max_seqs: int = pydantic.Field(64, gt=0)
-    frames_per_second: float = pydantic.Field(100.0, gt=0)  # frames counted at this rate (10 ms hop)
+    max_frames: PositiveInt | None = 20000  # None: no budget, only max_seqs
+    max_seqs: PositiveInt = 64
+    frames_per_second: PositiveFloat = 100.0  # frames counted at this rate (10 ms hop)
     ordering: str = "buckets"
-    num_buckets: int = pydantic.Field(128, gt=0)
-    min_duration: float = pydantic.Field(0.0, ge=0)
-    max_duration: float | None = pydantic.Field(None, gt=0)
-    chunk_size: float | None = pydantic.Field(None, gt=0)
-    chunk_step: float | None = pydantic.Field(None, gt=0)
+    num_buckets: PositiveInt = 128
+    min_duration: NonNegativeFloat = 0.0
+    max_duration: PositiveFloat | None = None
+    chunk_size: PositiveFloat | None = None
+    chunk_step: PositiveFloat | None = None
 
     @pydantic.field_validator("ordering")
     @classmethod

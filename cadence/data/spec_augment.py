@@ -29,7 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cadence.bounds import NonNegativeInt, Probability
 from cadence.data.padding import padding_mask
+from cadence.errors import ConfigError
 from cadence.registry import FEATURES
 
 __all__ = ["SpecAugment"]
@@ -53,12 +55,12 @@ class SpecAugment(nn.Module):
 
     def __init__(
         self,
-        freq_masks: int = 2,
-        freq_width: int = 27,
-        time_masks: int = 2,
-        time_width: int = 40,
-        time_width_ratio: float = 1.0,
-        time_warp: int = 0,
+        freq_masks: NonNegativeInt = 2,
+        freq_width: NonNegativeInt = 27,
+        time_masks: NonNegativeInt = 2,
+        time_width: NonNegativeInt = 40,
+        time_width_ratio: Probability = 1.0,
+        time_warp: NonNegativeInt = 0,
         mask_value: float = 0.0,
     ) -> None:
         super().__init__()
@@ -83,7 +85,10 @@ class SpecAugment(nn.Module):
         if not self.training:
             return features, lengths
         if features.dim() != 3:
-            raise ValueError(f"SpecAugment expects features [batch, F, frames], got shape {tuple(features.shape)}")
+            raise ConfigError(
+                f"features: spec_augment takes features [batch, F, frames], got shape {tuple(features.shape)}; "
+                "list the features in order: a waveform transform (log_mel, mfcc) first, then normalize and spec_augment"
+            )
         lengths = lengths.to(device=features.device, dtype=torch.int64)
         if self.time_warp > 0:
             features = self._warp_time(features, lengths, generator)

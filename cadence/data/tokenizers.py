@@ -47,7 +47,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import pydantic
 
-from cadence.runtime.files import write_bytes_atomic
+from cadence.bounds import PositiveInt
+from cadence.runtime.files import strict_json, write_bytes_atomic
 from cadence.errors import ConfigError, DataError
 
 __all__ = [
@@ -103,7 +104,7 @@ class TokenizerOptions:
     """
 
     kind: Literal["char", "word", "sentencepiece"] = "char"
-    vocab_size: int = pydantic.Field(32, gt=0)
+    vocab_size: PositiveInt = 32
     model_type: Literal["bpe", "unigram"] = "unigram"
     unknown: UnknownPolicy = "error"
     path: str | None = None
@@ -390,7 +391,7 @@ def tokenizer_from_dict(document: dict[str, Any]) -> Tokenizer:
 
 
 def _save(tokenizer: Tokenizer, path: str | Path) -> None:
-    text = json.dumps(tokenizer.to_dict(), ensure_ascii=False, indent=1) + "\n"
+    text = strict_json(tokenizer.to_dict(), indent=1, ensure_ascii=False) + "\n"
     write_bytes_atomic(path, text.encode("utf-8"))
 
 

@@ -46,6 +46,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from cadence.bounds import PositiveInt
 from cadence.metrics.base import Metric
 from cadence.registry import METRICS
 
@@ -60,7 +61,7 @@ class ClassificationMetric(Metric):
     the "nothing counted → NaN" rule.
     """
 
-    def __init__(self, num_classes: int, class_names: list[str] | None = None) -> None:
+    def __init__(self, num_classes: PositiveInt, class_names: list[str] | None = None) -> None:
         super().__init__()
         metric = type(self).__name__
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -168,7 +169,7 @@ class ConfusionMatrix(ClassificationMetric):
 
     def __init__(
         self,
-        num_classes: int,
+        num_classes: PositiveInt,
         class_names: list[str] | None = None,
         per_class: bool = False,
     ) -> None:
@@ -211,7 +212,7 @@ class Accuracy(ClassificationMetric):
 
     def __init__(
         self,
-        num_classes: int,
+        num_classes: PositiveInt,
         class_names: list[str] | None = None,
         average: AccuracyAverage = "micro",
         per_class: bool = False,
@@ -238,7 +239,7 @@ class _AveragedScore(ClassificationMetric):
 
     def __init__(
         self,
-        num_classes: int,
+        num_classes: PositiveInt,
         class_names: list[str] | None = None,
         average: ScoreAverage = "macro",
         per_class: bool = False,

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cadence.models.masking import MaskedBatchNorm1d, valid_frames
+from cadence.bounds import OddInt, PositiveInt, ProperFraction
+from cadence.models.masking import MaskedBatchNorm1d, check_feature_shape, valid_frames
 from cadence.registry import MODELS
 
 
@@ -26,16 +27,17 @@ class CNNClassifier(nn.Module):
 
     def __init__(
         self,
-        num_classes: int,
-        n_mels: int = 40,
-        channels: int = 64,
-        layers: int = 4,
-        kernel_size: int = 5,
-        dropout: float = 0.1,
+        num_classes: PositiveInt,
+        n_mels: PositiveInt = 40,
+        channels: PositiveInt = 64,
+        layers: PositiveInt = 4,
+        kernel_size: OddInt = 5,
+        dropout: ProperFraction = 0.1,
     ):
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError(f"model.kernel_size must be odd (so frames stay aligned), got {kernel_size}")
+        self.n_mels = n_mels
         self.convolutions = nn.ModuleList()
         self.norms = nn.ModuleList()
         inputs = n_mels
@@ -48,6 +50,7 @@ class CNNClassifier(nn.Module):
         self.head = nn.Linear(2 * channels, num_classes)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        check_feature_shape(features, self.n_mels, "cnn_classifier")
         batch, bands, frames = features.shape  # [B, n_mels, T]
         if lengths is None:
             lengths = torch.full((batch,), frames, dtype=torch.long, device=features.device)

@@ -31,7 +31,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from cadence.models.masking import MaskedBatchNorm1d, MaskedBatchNorm2d, valid_frames
+from cadence.bounds import NonNegativeInt, OddInt, PositiveInt, ProperFraction
+from cadence.models.masking import MaskedBatchNorm1d, MaskedBatchNorm2d, check_feature_shape, valid_frames
 from cadence.registry import MODELS
 
 __all__ = ["DeepSpeech2", "split_stride", "strided_lengths"]
@@ -73,21 +74,21 @@ class DeepSpeech2(nn.Module):
 
     def __init__(
         self,
-        num_classes: int,
-        n_mels: int = 40,
-        conv_layers: int = 2,
-        conv_channels: int = 32,
-        frequency_kernel: int = 11,
-        time_kernel: int = 5,
-        frequency_stride: int = 2,
-        time_stride: int = 2,
+        num_classes: PositiveInt,
+        n_mels: PositiveInt = 40,
+        conv_layers: PositiveInt = 2,
+        conv_channels: PositiveInt = 32,
+        frequency_kernel: OddInt = 11,
+        time_kernel: OddInt = 5,
+        frequency_stride: PositiveInt = 2,
+        time_stride: PositiveInt = 2,
         activation: Literal["hardtanh", "relu"] = "hardtanh",
         rnn_type: Literal["gru", "lstm"] = "gru",
-        rnn_layers: int = 2,
-        rnn_hidden: int = 128,
+        rnn_layers: PositiveInt = 2,
+        rnn_hidden: PositiveInt = 128,
         bidirectional: bool = True,
-        lookahead: int = 0,
-        dropout: float = 0.1,
+        lookahead: NonNegativeInt = 0,
+        dropout: ProperFraction = 0.1,
     ):
         super().__init__()
         if frequency_kernel % 2 == 0 or time_kernel % 2 == 0:
@@ -95,6 +96,7 @@ class DeepSpeech2(nn.Module):
                 f"model.frequency_kernel and model.time_kernel must be odd (so frames stay aligned), "
                 f"got {frequency_kernel} and {time_kernel}"
             )
+        self.n_mels = n_mels
         if conv_layers < 1 or rnn_layers < 1:
             raise ValueError(f"model.conv_layers and model.rnn_layers must be >= 1, got {conv_layers} and {rnn_layers}")
         if time_stride < 1:
@@ -152,6 +154,7 @@ class DeepSpeech2(nn.Module):
         return lengths
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_feature_shape(features, self.n_mels, "deepspeech2")
         lengths = lengths.to(features.device)
         hidden = features.unsqueeze(1)  # [B, 1, F, T]
         for convolution, norm, stride in zip(self.convolutions, self.conv_norms, self.time_strides):

@@ -33,8 +33,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from cadence.bounds import NonNegativeInt, OddInt, PositiveInt, ProperFraction
 from cadence.models.attention import ContentAttention, LocationAwareAttention
-from cadence.models.masking import valid_frames, valid_positions
+from cadence.models.masking import check_feature_shape, valid_frames, valid_positions
 from cadence.models.seq2seq import teacher_forcing
 from cadence.registry import MODELS
 
@@ -62,6 +63,7 @@ class Listener(nn.Module):
 
     def __init__(self, n_mels: int, hidden: int, layers: int, pyramid_layers: int, dropout: float):
         super().__init__()
+        self.n_mels = n_mels
         self.pyramid_layers = pyramid_layers
         self.layers = nn.ModuleList()
         inputs = n_mels
@@ -78,6 +80,7 @@ class Listener(nn.Module):
         return lengths
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_feature_shape(features, self.n_mels, "listen_attend_spell")
         lengths = lengths.to(features.device)
         hidden = (features * valid_frames(lengths, features.shape[-1])).transpose(1, 2)  # [B, T, F], 0 beyond lengths
         for index, lstm in enumerate(self.layers):
@@ -169,21 +172,21 @@ class ListenAttendSpell(nn.Module):
 
     def __init__(
         self,
-        num_classes: int,
-        n_mels: int = 40,
-        listener_hidden: int = 128,
-        listener_layers: int = 1,
-        pyramid_layers: int = 3,
-        speller_hidden: int = 256,
-        speller_layers: int = 1,
-        embedding_size: int = 64,
+        num_classes: PositiveInt,
+        n_mels: PositiveInt = 40,
+        listener_hidden: PositiveInt = 128,
+        listener_layers: NonNegativeInt = 1,
+        pyramid_layers: NonNegativeInt = 3,
+        speller_hidden: PositiveInt = 256,
+        speller_layers: PositiveInt = 1,
+        embedding_size: PositiveInt = 64,
         attention: Literal["location", "content"] = "location",
         content_score: Literal["dot", "additive"] = "dot",
-        attention_size: int = 128,
-        location_channels: int = 10,
-        location_kernel: int = 15,
+        attention_size: PositiveInt = 128,
+        location_channels: PositiveInt = 10,
+        location_kernel: OddInt = 15,
         ctc_head: bool = False,
-        dropout: float = 0.1,
+        dropout: ProperFraction = 0.1,
     ):
         super().__init__()
         if listener_layers < 0 or pyramid_layers < 0 or listener_layers + pyramid_layers < 1:

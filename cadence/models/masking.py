@@ -19,7 +19,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["MaskedBatchNorm1d", "MaskedBatchNorm2d", "masked_batch_norm", "valid_frames", "valid_positions"]
+from cadence.errors import ConfigError
+
+__all__ = [
+    "MaskedBatchNorm1d", "MaskedBatchNorm2d", "check_feature_shape", "masked_batch_norm", "valid_frames", "valid_positions",
+]
+
+
+def check_feature_shape(features: torch.Tensor, n_mels: int, model: str) -> None:
+    """Refuse inputs that are not ``[B, n_mels, T]`` in one line that says which setting to change:
+    deep inside the model the mismatch would be a convolution's shape error."""
+    if features.dim() == 3 and features.shape[1] == n_mels:
+        return
+    raise ConfigError(
+        f"{model} with n_mels={n_mels} takes features [batch, {n_mels}, frames], but got a tensor of shape "
+        f"{list(features.shape)}: give model.n_mels the features' n_mels, and a features section (e.g. "
+        "log_mel) when the data gives waveforms"
+    )
 
 
 def valid_positions(lengths: torch.Tensor, size: int) -> torch.Tensor:

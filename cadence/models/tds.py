@@ -39,8 +39,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from cadence.bounds import NonNegativeInt, OddInt, PositiveInt, ProperFraction
 from cadence.models.attention import masked_softmax
-from cadence.models.masking import valid_frames, valid_positions
+from cadence.models.masking import check_feature_shape, valid_frames, valid_positions
 from cadence.registry import MODELS
 
 __all__ = ["KeyValueDecoder", "TDSBlock", "TDSEncoder", "TDSSeq2Seq"]
@@ -109,6 +110,7 @@ class TDSEncoder(nn.Module):
         return lengths
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_feature_shape(features, self.width, "tds")
         batch, frames = features.shape[0], features.shape[-1]
         lengths = lengths.to(features.device)
         hidden = features.transpose(1, 2)  # [B, T, 1 * W]: one channel, width = the feature bins
@@ -183,16 +185,16 @@ class TDSSeq2Seq(nn.Module):
 
     def __init__(
         self,
-        num_classes: int,
-        n_mels: int = 40,
-        groups: int = 3,
-        channels: int = 10,
-        channel_growth: int = 4,
-        blocks_per_group: int = 2,
-        kernel_size: int = 11,
-        key_value_size: int = 256,
+        num_classes: PositiveInt,
+        n_mels: PositiveInt = 40,
+        groups: PositiveInt = 3,
+        channels: PositiveInt = 10,
+        channel_growth: NonNegativeInt = 4,
+        blocks_per_group: NonNegativeInt = 2,
+        kernel_size: OddInt = 11,
+        key_value_size: PositiveInt = 256,
         ctc_head: bool = False,
-        dropout: float = 0.1,
+        dropout: ProperFraction = 0.1,
     ):
         super().__init__()
         if kernel_size % 2 == 0:

@@ -2,6 +2,8 @@
 
 Registered under their own names; called from Python, they record their arguments too
 (``cadence.optim.adamw(task, lr=1e-3)``), so such a run can be rebuilt from its folder.
+Bounds: a learning rate and ``eps`` are positive, weight decay is not negative, momentum and
+betas lie in [0, 1).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from cadence.bounds import NonNegativeFloat, PositiveFloat, ProperFraction
 from cadence.registry import OPTIMIZERS
 
 
@@ -30,7 +33,7 @@ def parameter_groups(model: nn.Module, weight_decay: float, decay_bias_and_norm:
 
 @OPTIMIZERS.register("sgd")
 def sgd(
-    model: nn.Module, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 0.0,
+    model: nn.Module, lr: PositiveFloat = 0.1, momentum: ProperFraction = 0.9, weight_decay: NonNegativeFloat = 0.0,
     nesterov: bool = False, decay_bias_and_norm: bool = False,
 ) -> torch.optim.SGD:
     groups = parameter_groups(model, weight_decay, decay_bias_and_norm)
@@ -39,8 +42,8 @@ def sgd(
 
 @OPTIMIZERS.register("adam")
 def adam(
-    model: nn.Module, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-    weight_decay: float = 0.0, decay_bias_and_norm: bool = False,
+    model: nn.Module, lr: PositiveFloat = 1e-3, betas: tuple[ProperFraction, ProperFraction] = (0.9, 0.999),
+    eps: PositiveFloat = 1e-8, weight_decay: NonNegativeFloat = 0.0, decay_bias_and_norm: bool = False,
 ) -> torch.optim.Adam:
     groups = parameter_groups(model, weight_decay, decay_bias_and_norm)
     return torch.optim.Adam(groups, lr=lr, betas=betas, eps=eps)
@@ -48,8 +51,8 @@ def adam(
 
 @OPTIMIZERS.register("adamw")
 def adamw(
-    model: nn.Module, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-    weight_decay: float = 0.01, decay_bias_and_norm: bool = False,
+    model: nn.Module, lr: PositiveFloat = 1e-3, betas: tuple[ProperFraction, ProperFraction] = (0.9, 0.999),
+    eps: PositiveFloat = 1e-8, weight_decay: NonNegativeFloat = 0.01, decay_bias_and_norm: bool = False,
 ) -> torch.optim.AdamW:
     groups = parameter_groups(model, weight_decay, decay_bias_and_norm)
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)

@@ -1,48 +1,104 @@
-"""Writing files so that a crash never leaves half of one, and hashing them.
+"""Writing files so that a crash never leaves half of one, strict JSON, and hashing files.
+
+Every JSON document cadence writes (``results.json``, ``metrics.jsonl``, ``provenance.json``,
+hypotheses, manifests, the CLI's output) goes through :func:`strict_json`: JSON has no NaN
+or infinity, and strict parsers reject the bare ``NaN`` that Python's ``json`` writes by
+default, so **a non-finite number is written as ``null``** (a NaN loss, an F1 of nothing
+counted). Checkpoints keep them exactly instead (``cadence.checkpoint.format`` marks them).
+
+A write that fails (disk full, a file size or quota limit, a read-only folder, no
+permission) raises :class:`~cadence.errors.StorageError` naming the path and the cause; the
+file's previous version, if any, is left as it was.
 
 >>> import tempfile
 >>> path = Path(tempfile.mkdtemp()) / "results.json"
->>> write_json_atomic(path, {"accuracy": 1.0})
+>>> write_json_atomic(path, {"accuracy": 1.0, "loss": float("nan")})
+>>> json.loads(path.read_text())
+{'accuracy': 1.0, 'loss': None}
 >>> file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
 True
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
+import math
+import numbers
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
-__all__ = ["config_hash", "file_sha256", "to_yaml", "write_bytes_atomic", "write_json_atomic"]
+from cadence.errors import StorageError
+
+__all__ = [
+    "STORAGE_ERRNOS", "config_hash", "file_sha256", "finite_or_none", "storage_error", "strict_json", "to_yaml",
+    "write_bytes_atomic", "write_json_atomic", "writing",
+]
+
+# What a full or read-only disk looks like: no space, over quota, over the file size limit,
+# read-only file system, no permission.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def storage_error(path: str | Path, error: OSError) -> StorageError:
+    """The :class:`StorageError` for a failed write of ``path``: the OS's words for the cause."""
+    return StorageError(path, error.strerror or str(error), error.errno)
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Turn an ``OSError`` raised inside the block into the :class:`StorageError` for ``path``.
+
+    >>> try:
+    ...     with writing("/no/such/folder/results.json"):
+    ...         _ = open("/no/such/folder/results.json", "w")
+    ... except StorageError as error:
+    ...     print(error.path, "-", error.cause)
+    /no/such/folder/results.json - No such file or directory
+    """
+    try:
+        yield
+    except OSError as error:
+        raise storage_error(path, error) from error
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
 
-    Temp file in the same folder, fsync, rename, fsync of the folder.
+    Temp file in the same folder, fsync, rename, fsync of the folder. A failure raises
+    :class:`StorageError` and leaves the old file (if any) as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise storage_error(path, error) from error
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise storage_error(path, error) from error
         raise
-    folder_descriptor = os.open(path.parent, os.O_RDONLY)
     try:
-        os.fsync(folder_descriptor)
-    finally:
-        os.close(folder_descriptor)
+        folder_descriptor = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder_descriptor)
+        finally:
+            os.close(folder_descriptor)
+    except OSError as error:
+        raise storage_error(path, error) from error
 
 
 def file_sha256(path: str | Path) -> str:
@@ -54,17 +110,52 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def finite_or_none(value: Any) -> Any:
+    """``value`` with each non-finite number (nan, inf, -inf) replaced by None, inside dicts,
+    lists and tuples too; numpy numbers become Python numbers.
+
+    >>> finite_or_none({"loss": float("nan"), "steps": [1, float("inf"), 0.5]})
+    {'loss': None, 'steps': [1, None, 0.5]}
+    """
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(item) for item in value]
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return value
+
+
+def strict_json(content: Any, indent: int | None = None, ensure_ascii: bool = True) -> str:
+    """``content`` as JSON that strict parsers accept: non-finite numbers as ``null``, other
+    objects (paths) as their ``str()``. ``allow_nan=False``: nothing can slip past as ``NaN``.
+
+    >>> strict_json({"test/loss": float("nan"), "test/accuracy": 1.0})
+    '{"test/loss": null, "test/accuracy": 1.0}'
+    """
+    return json.dumps(finite_or_none(content), indent=indent, ensure_ascii=ensure_ascii, default=str, allow_nan=False)
+
+
 def write_json_atomic(path: Path, content: Any) -> None:
-    """Write JSON to a temporary file, then rename: a reader never sees half a file."""
-    write_bytes_atomic(path, (json.dumps(content, indent=2, default=str) + "\n").encode("utf-8"))
+    """Write strict JSON to a temporary file, then rename: a reader never sees half a file."""
+    write_bytes_atomic(path, (strict_json(content, indent=2) + "\n").encode("utf-8"))
 
 
 def config_hash(resolved: dict[str, Any]) -> str:
-    """sha256 of the resolved config in canonical JSON, to tell two runs' configs apart."""
+    """sha256 of the resolved config in canonical JSON, to tell two runs' configs apart.
+
+    Not :func:`strict_json`: the hash must stay what it was for every existing config (it is
+    hashed, never written, so a NaN in it does no harm).
+    """
     canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def to_yaml(resolved: dict[str, Any]) -> str:
     """A resolved config as YAML, keys in their order (what ``config.yaml`` and ``--print-config`` show)."""
-    return yaml.safe_dump(resolved, sort_keys=False, default_flow_style=False)
+    return yaml.dump(resolved, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False, default_flow_style=False)

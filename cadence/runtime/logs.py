@@ -1,7 +1,15 @@
 """Console and file logging for the ``cadence`` logger, and the progress bar.
 
 Handlers are attached once, however many trainers or experiments a process builds, so
-no line is ever printed twice.
+no line is ever printed twice. On the console, warnings and errors say so before their
+message (``12:00:00 WARNING: skipping damaged checkpoint ...``); other lines are
+``12:00:00 INFO message``.
+
+A ``train.log`` write that fails (disk full) does not raise into the code that logged, nor
+print logging's own traceback: the handler keeps the failure (:attr:`LogFile.failure`, a
+:class:`~cadence.errors.StorageError`) and writes the file no more, the console still shows
+every line, and :class:`~cadence.experiment.Experiment` raises the failure at its next write
+or when it stops.
 """
 
 from __future__ import annotations
@@ -13,10 +21,57 @@ from typing import Iterable, TypeVar
 
 from tqdm import tqdm
 
+from cadence.errors import StorageError
+from cadence.runtime.files import storage_error, writing
+
 LOGGER_NAME = "cadence"
 FORMAT = "%(asctime)s %(levelname)s %(message)s"
+WARNING_FORMAT = "%(asctime)s %(levelname)s: %(message)s"
 DATE_FORMAT = "%H:%M:%S"
 Item = TypeVar("Item")
+
+
+class ConsoleFormatter(logging.Formatter):
+    """:data:`FORMAT` for information, :data:`WARNING_FORMAT` for warnings and errors.
+
+    >>> record = logging.LogRecord("cadence", logging.WARNING, __file__, 1, "disk %s", ("full",), None)
+    >>> ConsoleFormatter().format(record).split(" ", 1)[1]
+    'WARNING: disk full'
+    """
+
+    def __init__(self) -> None:
+        super().__init__(FORMAT, DATE_FORMAT)
+        self._warning = logging.Formatter(WARNING_FORMAT, DATE_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self._warning.format(record) if record.levelno >= logging.WARNING else super().format(record)
+
+
+class LogFile(logging.FileHandler):
+    """A log file whose first failed write is kept in :attr:`failure` instead of printed.
+
+    After it, nothing more is written to the file (lines would go missing in the middle);
+    whoever owns the file raises the failure (see the module docstring).
+    """
+
+    failure: StorageError | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.failure is None:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # called inside emit's except block
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            self.failure = self.failure or storage_error(self.baseFilename, error)
+            return
+        super().handleError(record)
+
+    def close(self) -> None:
+        try:
+            super().close()  # flushes what is buffered: fails again on a full disk
+        except OSError as error:
+            self.failure = self.failure or storage_error(self.baseFilename, error)
 
 
 def get_logger() -> logging.Logger:
@@ -24,27 +79,36 @@ def get_logger() -> logging.Logger:
 
 
 def setup_console_logging(level: int = logging.INFO) -> logging.Logger:
-    """Attach the console handler to the ``cadence`` logger, once per process."""
+    """Show ``level`` and above of the ``cadence`` logger on stderr (one console handler per process).
+
+    The logger's level is lowered to ``level`` when needed, never raised, so ``train.log``
+    keeps what it records.
+    """
     logger = get_logger()
-    logger.setLevel(level)
-    if not any(getattr(handler, "cadence_console", False) for handler in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
-        handler.cadence_console = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
+    if logger.getEffectiveLevel() > level:
+        logger.setLevel(level)
+    console = next((handler for handler in logger.handlers if getattr(handler, "cadence_console", False)), None)
+    if console is None:
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(ConsoleFormatter())
+        console.cadence_console = True  # type: ignore[attr-defined]
+        logger.addHandler(console)
         # Our handler prints already; propagating too would print each line again
         # whenever the application configured the root logger.
         logger.propagate = False
+    console.setLevel(level)
     return logger
 
 
 def add_file_logging(path: Path) -> logging.Handler:
-    """Mirror the ``cadence`` logger into ``path`` (appending); returns the handler to remove later."""
+    """Mirror the ``cadence`` logger into ``path`` (appending); returns the :class:`LogFile` to
+    remove later. A file that cannot be opened raises :class:`StorageError`."""
     logger = get_logger()
     for handler in logger.handlers:
         if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename) == path.resolve():
             return handler
-    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    with writing(path):
+        handler = LogFile(path, mode="a", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
     if logger.level == logging.NOTSET:

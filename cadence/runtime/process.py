@@ -8,15 +8,16 @@ the Trainer's signature plus the signature of :func:`apply_process_settings` (se
 from __future__ import annotations
 
 import inspect
-from typing import Annotated, Any
+from typing import Any
 
 import torch
-from annotated_types import Ge
+
+from cadence.bounds import PositiveInt
 
 __all__ = ["PROCESS_SETTINGS", "apply_process_settings", "process_settings"]
 
 
-def apply_process_settings(deterministic: bool = False, num_threads: Annotated[int, Ge(1)] | None = None) -> None:
+def apply_process_settings(deterministic: bool = False, num_threads: PositiveInt | None = None) -> None:
     """Deterministic kernels only (``deterministic``) and the size of torch's CPU thread pool
     (``num_threads``; None leaves torch's default).
 

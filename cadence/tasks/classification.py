@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from cadence.bounds import ProperFraction
 from cadence.errors import ConfigError
 from cadence.registry import TASKS
 from cadence.tasks.base import StepOutput
@@ -30,7 +31,7 @@ class ClassificationTask(nn.Module):
     torch.Size([8, 3])
     """
 
-    def __init__(self, model: nn.Module, features: nn.Module | None = None, label_smoothing: float = 0.0):
+    def __init__(self, model: nn.Module, features: nn.Module | None = None, label_smoothing: ProperFraction = 0.0):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"task.label_smoothing must be in [0, 1), got {label_smoothing}")

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from cadence.bounds import NonNegativeFloat
 from cadence.decoding import ctc_greedy, ctc_prefix_beam_search
 from cadence.losses import CTCNormalization, LossTerm, ctc_feasible, ctc_loss, ctc_minimum_frames
 from cadence.registry import TASKS
@@ -50,7 +51,7 @@ class CTCTask(TranscriptionTask):
         normalize: CTCNormalization = "target_length",
         zero_infinity: bool = True,
         decoding: DecodingOptions = DecodingOptions(),
-        l2_penalty: float = 0.0,
+        l2_penalty: NonNegativeFloat = 0.0,
     ):
         super().__init__(model, features, tokenizer, losses, decoding, l2_penalty)
         self.normalize = normalize

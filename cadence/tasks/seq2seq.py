@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from cadence.bounds import NonNegativeFloat, Probability, ProperFraction
 from cadence.decoding import attention_beam_search, attention_greedy
 from cadence.errors import ConfigError
 from cadence.models.seq2seq import teacher_forcing
@@ -52,11 +53,11 @@ class Seq2SeqTask(TranscriptionTask):
         features: nn.Module | None = None,
         tokenizer: Any = None,
         losses: dict[str, LossTerm] = {"attention": LossTerm()},
-        label_smoothing: float = 0.0,
-        scheduled_sampling: float = 0.0,
+        label_smoothing: ProperFraction = 0.0,
+        scheduled_sampling: Probability = 0.0,
         ctc_normalize: CTCNormalization = "target_length",
         decoding: DecodingOptions = DecodingOptions(),
-        l2_penalty: float = 0.0,
+        l2_penalty: NonNegativeFloat = 0.0,
     ):
         super().__init__(model, features, tokenizer, losses, decoding, l2_penalty)
         has_ctc_head = getattr(model, "ctc_head", None) is not None

@@ -14,6 +14,7 @@ import pydantic
 import torch
 from torch import nn
 
+from cadence.bounds import NonNegativeFloat, PositiveFloat, PositiveInt, Probability
 from cadence.errors import ConfigError
 from cadence.metrics.error_rate import utterance_errors
 from cadence.losses import LossTerm, check_loss_terms, combine_losses, l2_penalty
@@ -24,7 +25,7 @@ logger = logging.getLogger("cadence")
 __all__ = ["DecodingOptions", "TranscriptionTask"]
 
 
-@pydantic.dataclasses.dataclass(config=pydantic.ConfigDict(extra="forbid"))
+@pydantic.dataclasses.dataclass(config=pydantic.ConfigDict(extra="forbid", allow_inf_nan=False))
 class DecodingOptions:
     """How hypotheses are searched for in validation, test, ``cadence eval`` and ``transcribe``.
 
@@ -36,10 +37,10 @@ class DecodingOptions:
     """
 
     method: Literal["greedy", "beam"] = "greedy"
-    beam_size: int = pydantic.Field(8, ge=1)
-    length_penalty: float = pydantic.Field(0.0, ge=0.0)
-    ctc_weight: float = pydantic.Field(0.0, ge=0.0, le=1.0)
-    max_length_ratio: float = pydantic.Field(2.0, gt=0.0)
+    beam_size: PositiveInt = 8
+    length_penalty: NonNegativeFloat = 0.0
+    ctc_weight: Probability = 0.0
+    max_length_ratio: PositiveFloat = 2.0
 
 
 class TranscriptionTask(nn.Module):

@@ -3,6 +3,7 @@ checkpoint to resume from, and rebuilding components from a checkpoint."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from pathlib import Path
@@ -328,3 +329,40 @@ def test_find_best_checkpoint_takes_the_best_monitored_value_earliest_on_ties(tm
     assert find_best_checkpoint(tmp_path).name == ("step-000000003" if mode == "min" else "step-000000001")
     assert "skipping damaged checkpoint" in caplog.text
     assert find_best_checkpoint(tmp_path / "checkpoints" / "step-000000005").name == "step-000000005"
+
+
+def test_a_damaged_checkpoint_that_a_resumed_run_saves_over_is_set_aside_with_a_warning(tmp_path, loaders, caplog):
+    train, valid = loaders
+    with Experiment(tmp_path, tensorboard=False) as experiment:
+        make_trainer(experiment, CheckpointPolicy(keep_last=3, keep_best=0), max_epochs=2, restore_best=False).fit(train, valid)
+    damaged = tmp_path / "checkpoints" / "step-000000012"
+    (damaged / MANIFEST_FILE).unlink()  # a save that never finished: the resume skips it, then saves step 12 again
+    with Experiment(tmp_path, tensorboard=False) as experiment, caplog.at_level(logging.WARNING, logger="cadence"):
+        make_trainer(experiment, CheckpointPolicy(keep_last=3, keep_best=0), max_epochs=2, restore_best=False).fit(
+            train, valid, resume_from=tmp_path)
+    assert names(tmp_path) == [".abandoned", "step-000000006", "step-000000012"]
+    [kept] = list((tmp_path / "checkpoints" / ".abandoned").iterdir())
+    assert kept.name.startswith("step-000000012-") and (kept / TENSORS_FILE).is_file()  # the damaged files, not deleted
+    assert any("set aside step-000000012" in record.getMessage() and "damaged" in record.getMessage()
+               for record in caplog.records)
+    load_checkpoint(damaged)  # the new save is complete
+
+
+def test_a_valid_checkpoint_saved_again_under_its_name_is_simply_replaced(tmp_path):
+    checkpointer = Checkpointer(tmp_path)
+    checkpointer.save("last", {"w": torch.zeros(1)}, {"global_step": 1})
+    checkpointer.save("last", {"w": torch.ones(1)}, {"global_step": 2})
+    assert [path.name for path in tmp_path.iterdir()] == ["last"]
+    assert torch.equal(checkpointer.load("last")[0]["w"], torch.ones(1))
+
+
+def test_each_damaged_checkpoint_is_warned_about_once_when_finding_the_best(tmp_path, caplog):
+    checkpointer = Checkpointer(tmp_path / "checkpoints")
+    for step, value in enumerate((0.5, 0.2, 0.1), start=1):  # the newest is also the best
+        checkpointer.save(f"step-00000000{step}", {"w": torch.zeros(1)}, {"global_step": step, "monitor_value": value, "mode": "min"})
+    (tmp_path / "checkpoints" / "step-000000003" / TENSORS_FILE).write_bytes(b"damaged")
+    with caplog.at_level(logging.WARNING, logger="cadence"):
+        assert find_best_checkpoint(tmp_path).name == "step-000000002"
+    warnings = [record.getMessage() for record in caplog.records if "step-000000003" in record.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].count("step-000000003") == 1  # "skipping damaged checkpoint PATH: problem", the path said once

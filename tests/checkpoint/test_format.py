@@ -319,3 +319,43 @@ def test_checkpointer_delete_and_name_checks(tmp_path):
     with pytest.raises(CheckpointError, match="reserved"):
         save_checkpoint(tmp_path / ".trash-x", {})
     assert is_temporary(tmp_path / ".tmp-a-1234") and not is_temporary(tmp_path / "a")
+
+
+def strict_json_loads(text: str):
+    """What a strict parser (JavaScript's, jq's, Go's) accepts: no NaN, Infinity or -Infinity."""
+    def refuse(constant):
+        raise ValueError(f"bare {constant} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_non_finite_floats_are_strict_json_on_disk_and_come_back_as_the_same_floats(tmp_path):
+    # A callback's best value before any validation (inf), a NaN loss kept in a metric's state,
+    # the monitored value of a diverged epoch: exact resume needs each one back as it was.
+    state = {"callbacks": {"early_stopping": {"best": math.inf, "last": math.nan, "wait": 1}},
+             "values": [-math.inf, 0.5], "tuple": (math.nan,), "numpy": np.float32("nan")}
+    metadata = {"global_step": 3, "monitor_value": math.nan, "best_value": math.inf, "worst": -math.inf}
+    save_checkpoint(tmp_path / "c", state, metadata)
+    for name in ("state.json", "manifest.json"):
+        strict_json_loads((tmp_path / "c" / name).read_text())  # no bare NaN / Infinity anywhere
+    loaded, loaded_metadata = load_checkpoint(tmp_path / "c")
+    best, last = loaded["callbacks"]["early_stopping"]["best"], loaded["callbacks"]["early_stopping"]["last"]
+    assert type(best) is float and best == math.inf and math.isnan(last)
+    assert loaded["values"][0] == -math.inf and math.isnan(loaded["tuple"][0])
+    assert type(loaded["numpy"]) is np.float32 and np.isnan(loaded["numpy"])
+    assert math.isnan(loaded_metadata["monitor_value"]) and loaded_metadata["best_value"] == math.inf
+    assert loaded_metadata["worst"] == -math.inf and read_metadata(tmp_path / "c")["best_value"] == math.inf
+
+
+def test_a_checkpoint_holding_bare_nan_and_infinity_tokens_still_loads(tmp_path):
+    # No cadence writes them, but a checkpoint written by hand or by an older tool may hold
+    # Python json's NaN / Infinity; reading stays lenient so that such a checkpoint resumes.
+    folder = tmp_path / "c"
+    save_checkpoint(folder, {"w": torch.ones(1)}, {"global_step": 1})
+    data = b'{"w": {"__tensor__": "w"}, "best": NaN, "top": Infinity, "low": -Infinity}'
+    (folder / "state.json").write_bytes(data)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["state.json"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (folder / "manifest.json").write_text(json.dumps(manifest).replace('"global_step": 1', '"global_step": 1, "best_value": NaN'))
+    state, metadata = load_checkpoint(folder)
+    assert math.isnan(state["best"]) and state["top"] == math.inf and state["low"] == -math.inf
+    assert math.isnan(metadata["best_value"]) and torch.equal(state["w"], torch.ones(1))

@@ -15,6 +15,7 @@ import torch
 
 from cadence.data.audio import load_audio
 from cadence.data.features import MFCC, LogMel, Spectrogram
+from cadence.errors import ConfigError
 
 FRAMING = {"n_fft": 256, "hop_length": 80, "win_length": 200, "window": "hann", "center": True, "pad_mode": "constant"}
 
@@ -139,5 +140,5 @@ def test_rejects_impossible_settings(build) -> None:
 
 
 def test_rejects_waveforms_that_are_not_a_batch() -> None:
-    with pytest.raises(ValueError, match="MFCC expects waveforms"):
+    with pytest.raises(ConfigError, match="MFCC takes waveforms"):
         MFCC()(torch.zeros(800), torch.tensor([800]))

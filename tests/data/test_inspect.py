@@ -107,6 +107,20 @@ def test_an_unreadable_header_names_the_file(corpus: Path, tmp_path: Path) -> No
         build_manifest(corpus, tmp_path / "all.jsonl")
 
 
+def test_a_wav_cut_short_of_its_header_is_refused(corpus: Path, tmp_path: Path) -> None:
+    # The file: 3778 16-bit samples declared (7556 bytes), 2518 bytes present.
+    cut = write_tone(corpus / "spk2" / "cut.wav", 3778 / 8000)  # 16-bit PCM
+    cut.write_bytes(cut.read_bytes()[: 44 + 2518])
+    assert soundfile.info(cut).frames == 1259  # what libsndfile would have put in the manifest
+    message = (
+        r"spk2/cut.wav: truncated: the file is cut short: its header declares 7556 bytes of audio data \(0.472 s\), "
+        r"the file holds 2518 \(0.157 s\); repair or remove the file"
+    )
+    with pytest.raises(DataError, match=message):
+        build_manifest(corpus, tmp_path / "all.jsonl")
+    assert not (tmp_path / "all.jsonl").exists()
+
+
 def test_two_files_with_one_id_are_an_error(corpus: Path, tmp_path: Path) -> None:
     write_tone(corpus / "spk1" / "a.flac", 0.1)
     with pytest.raises(DataError, match=r"a.(wav|flac) and .*a.(wav|flac) would both get id 'spk1/a'"):
@@ -156,11 +170,11 @@ def test_summary_is_json_and_lists_every_bad_file(tmp_path: Path, monkeypatch) -
     write_manifest(tmp_path / "m.jsonl", entries)
     report = check_manifest(tmp_path / "m.jsonl", sample_rate=16000)
     summary = json.loads(json.dumps(report.summary()))
-    assert summary["bad"] == 3 and summary["bad_by_reason"] == {"unreadable": 3} and not summary["clean"]
+    assert summary["bad"] == 3 and summary["bad_by_reason"] == {"not_found": 3} and not summary["clean"]
     assert [item["id"] for item in summary["bad_utterances"]] == ["u0", "u1", "u2"]
     assert summary["options"] == {"sample_rate": 16000, "resample": True, "mono": "mix", "min_duration": 0.0}
     text = report.format()
-    assert "3 bad: unreadable 3" in text and "u1.wav" in text and "u2.wav" not in text
+    assert "3 bad: not_found 3" in text and "u1.wav" in text and "u2.wav" not in text
     assert "... and 1 more (all are in the JSON summary)" in text
 
 

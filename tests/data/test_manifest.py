@@ -129,3 +129,24 @@ def test_labels_round_trip_and_validation(tmp_path: Path) -> None:
         read_labels(tmp_path / "bad.json")
     with pytest.raises(DataError, match=r"absent\.json: label file not found"):
         read_labels(tmp_path / "absent.json")
+
+
+@pytest.mark.parametrize("problem", ["missing manifest", "empty manifest", "missing labels"])
+def test_the_commands_an_error_suggests_exist(tmp_path, problem):
+    import re
+    import shlex
+
+    from cadence.commands.cli import build_parser
+
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(DataError) as raised:
+        if problem == "missing manifest":
+            read_manifest(tmp_path / "missing.jsonl")
+        elif problem == "empty manifest":
+            read_manifest(tmp_path / "empty.jsonl")
+        else:
+            read_labels(tmp_path / "absent.json")
+    suggested = re.findall(r"`(cadence [^`]+)`", str(raised.value))
+    assert suggested, str(raised.value)
+    for command in suggested:
+        build_parser().parse_args(shlex.split(command)[1:])  # argparse exits on an unknown command

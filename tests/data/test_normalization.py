@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from cadence.errors import ConfigError
 from cadence.data.audio import load_audio
 from cadence.data.features import MFCC, LogMel
 from cadence.data.normalization import FeatureNormalization
@@ -187,7 +188,7 @@ def test_rejects_impossible_settings(arguments: dict) -> None:
 
 def test_rejects_the_wrong_feature_count() -> None:
     normalization = FeatureNormalization("global", num_features=4)
-    with pytest.raises(ValueError, match="expected 4 features"):
+    with pytest.raises(ConfigError, match="normalize expects 4 features, got 5"):
         normalization.accumulate(*padded_batch([3], num_features=5))
 
 

@@ -33,12 +33,12 @@ def readme_example() -> tuple[str, str]:
     return name, code
 
 
-def run(arguments: list[str], cwd: Path) -> str:
+def run(arguments: list[str], cwd: Path, expect: int = 0) -> subprocess.CompletedProcess:
     # The checkout's cadence, whichever cadence the interpreter has installed.
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPOSITORY), os.environ.get("PYTHONPATH", "")])}
     completed = subprocess.run([sys.executable, *arguments], cwd=cwd, env=environment, capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return completed.stdout
+    assert completed.returncode == expect, completed.stderr[-3000:]
+    return completed
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,11 @@ def test_cadence_resume_trains_one_more_epoch_and_load_gives_the_best_weights(py
     directory, _ = python_run
     epochs = json.loads((directory / "results.json").read_text())["epochs_completed"]
     assert epochs == yaml.safe_load((directory / "config.yaml").read_text())["trainer"]["max_epochs"]  # not stopped early
-    run(["-m", "cadence", "resume", str(directory), f"trainer.max_epochs={epochs + 1}"], cwd=directory.parent)
+    resume = ["-m", "cadence", "resume", str(directory), f"trainer.max_epochs={epochs + 1}"]
+    # The script is the folder's own code: imported only when the user says they trust it.
+    refused = run(resume, cwd=directory.parent, expect=2)
+    assert "--trust-code" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    run([*resume, "--trust-code"], cwd=directory.parent)
     results = json.loads((directory / "results.json").read_text())
     assert results["epochs_completed"] == epochs + 1 and len(results["history"]) == epochs + 1
     (resume,) = json.loads((directory / "provenance.json").read_text())["resumes"]
@@ -79,10 +83,10 @@ def test_cadence_resume_trains_one_more_epoch_and_load_gives_the_best_weights(py
     check = f"""
 import json, torch, cadence
 from cadence.checkpoint import find_best_checkpoint, load_checkpoint
-task = cadence.load({str(directory)!r})
+task = cadence.load({str(directory)!r}, trust_code=True)
 state, _ = load_checkpoint(find_best_checkpoint({str(directory)!r}))
 same = all(torch.equal(value, state["task"][key]) for key, value in task.state_dict().items())
 print(json.dumps({{"training": task.training, "same": same and len(state["task"]) > 0, "model": type(task.model).__name__}}))
 """
-    loaded = json.loads(run(["-c", check], cwd=directory.parent).strip().splitlines()[-1])
+    loaded = json.loads(run(["-c", check], cwd=directory.parent).stdout.strip().splitlines()[-1])
     assert loaded == {"training": False, "same": True, "model": "BlobMLP"}

@@ -1,0 +1,168 @@
+"""Seeded fuzzing of every shipped recipe: no single corruption ends in a traceback.
+
+Each recipe of ``recipes/`` is resolved (every default made explicit, at the test sizes the
+integration tests use), then corrupted 200 times, one change each: a key misspelt, a value of
+another type, a value out of range, a key deleted, a name nobody registered. Each corrupted
+recipe goes through ``cadence train --print-config``, and must either
+
+- be refused with one line and exit 2, by ``cadence train --exp-dir`` too, leaving no
+  experiment folder; or
+- be accepted and provably fine: every component builds (or a component refuses its values
+  in one line), and a training step and a validation batch run.
+
+Nothing else may happen: any other exception fails the test, naming the corruption.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from cadence.commands.cli import main
+from cadence.config.build import build, build_data
+from cadence.config.resolve import ResolvedRecipe, resolve
+from cadence.config.schema import apply_overrides, load_yaml, validate_recipe
+from cadence.errors import CadenceError
+from cadence.runtime.device import move_to_device
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+CORRUPTIONS_PER_RECIPE = 200
+CLASSIFICATION = ["data.max_train_utterances=64", "data.max_eval_utterances=16"]
+ASR = ["data.corpus_sizes=[60,12,12]", "data.batching.max_frames=6000"]
+TEST_SIZES = {  # what the integration tests train with: the same recipes, smaller
+    "digits.yaml": CLASSIFICATION,
+    "speakers.yaml": CLASSIFICATION,
+    "asr_ds2.yaml": [*ASR, "model.rnn_hidden=24", "model.rnn_layers=1", "model.conv_channels=4"],
+    "asr_las.yaml": [*ASR, "model.listener_hidden=16", "model.speller_hidden=32", "model.attention_size=16", "model.embedding_size=16"],
+    "asr_tds.yaml": [*ASR, "model.channels=2", "model.channel_growth=1", "model.blocks_per_group=1", "model.key_value_size=32"],
+}
+OTHER_TYPES = ["text", 3.5, 7, True, False, None, [1, 2], {"key": 1}, "", "1e3"]
+# Outside what a parameter may hold: below its range, above a fraction's, beyond int64, not finite.
+# (A legal but huge value, 10**9 utterances, is a run that takes long, not a bad recipe.)
+OUT_OF_RANGE = [-1, 0, -0.5, 1.5, 2**70, math.nan, math.inf, -math.inf]
+
+
+def test_every_shipped_recipe_is_fuzzed():
+    assert sorted(path.name for path in (REPOSITORY / "recipes" / "fsdd").glob("*.yaml")) == sorted(TEST_SIZES)
+
+
+def places(node: Any, path: tuple = ()) -> list[tuple[tuple, Any]]:
+    """Every (path, value) of a nested recipe, sections and leaves alike."""
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    found = []
+    for key, value in children:
+        found += [((*path, key), value), *places(value, (*path, key))]
+    return found
+
+
+def corrupt(recipe: dict, rng: random.Random) -> tuple[dict, str]:
+    """One random change to a copy of ``recipe``, and what it was."""
+    path, value = rng.choice(places(recipe))
+    corrupted = copy.deepcopy(recipe)
+    parent = corrupted
+    for key in path[:-1]:
+        parent = parent[key]
+    last, where = path[-1], ".".join(map(str, path))
+    kind = rng.choice(["typo", "delete", "type", "range", "name"])
+    if kind == "typo" and isinstance(last, str):
+        at = rng.randrange(len(last) + 1)
+        typo = rng.choice([last[:at] + rng.choice("aex_") + last[at:], last[:at] + last[at + 1:], last.upper(), last + "s"])
+        if typo == last or typo in parent:
+            typo = last + "_"
+        parent[typo] = parent.pop(last)
+        return corrupted, f"{where} misspelt as {typo!r}"
+    if kind in ("typo", "delete"):
+        del parent[last]
+        return corrupted, f"{where} deleted"
+    if kind == "type":
+        parent[last] = rng.choice(OTHER_TYPES)
+    elif kind == "range":
+        parent[last] = rng.choice(OUT_OF_RANGE)
+    else:
+        parent[last] = f"{value}_unknown" if isinstance(value, str) else "no_such_name"
+    return corrupted, f"{where}={parent[last]!r} (was {value!r})"
+
+
+def one_line_refusal(capsys, code: int, what: str) -> str:
+    error = capsys.readouterr().err
+    lines = [line for line in error.strip().splitlines() if " INFO " not in line]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("cadence: error: "), f"{what}: exit {code}\n{error}"
+    return lines[0]
+
+
+class Proof:
+    """Builds an accepted recipe and runs a training step and a validation batch; data (the
+    costly part) is built once for each distinct data section."""
+
+    def __init__(self, work_dir: Path):
+        self.work_dir = work_dir
+        self.data: dict[str, tuple[Any, Any, Any]] = {}
+
+    def batches(self, recipe: ResolvedRecipe) -> tuple[Any, Any, Any]:
+        key = json.dumps([recipe.to_dict()["data"], recipe.config.seed], sort_keys=True, default=str)
+        if key not in self.data:
+            bundle = build_data(recipe, self.work_dir / f"data-{len(self.data)}")
+            self.data[key] = (bundle, next(iter(bundle.train)), next(iter(bundle.valid)))
+        return self.data[key]
+
+    def run(self, recipe: ResolvedRecipe) -> None:
+        bundle, train_batch, valid_batch = self.batches(recipe)
+        trainer = build(recipe, work_dir=self.work_dir / "built", data=bundle).trainer
+        device = trainer.device
+        output = trainer.training_step(move_to_device(train_batch, device))
+        output.loss.backward()
+        trainer.clip_gradients()
+        trainer.optimizer_step()
+        evaluation = trainer.evaluate_batch(move_to_device(valid_batch, device))
+        for metric in trainer.metrics:
+            metric.update(evaluation.predictions, evaluation.targets)
+            metric.compute()
+
+
+@pytest.mark.parametrize("recipe_name", sorted(TEST_SIZES))
+def test_no_single_corruption_of_a_recipe_ends_in_a_traceback(recipe_name, tmp_path, capsys, fsdd_root):
+    torch.set_num_threads(torch.get_num_threads())  # nothing here changes process settings; keep it so
+    base = resolve(validate_recipe(apply_overrides(load_yaml(REPOSITORY / "recipes" / "fsdd" / recipe_name), TEST_SIZES[recipe_name])))
+    resolved_base = base.to_dict()
+    proof = Proof(tmp_path)
+    rng = random.Random(f"{recipe_name}-0")
+    outcomes = {"refused": 0, "same as the recipe": 0, "refused when built": 0, "built and stepped": 0}
+    proven: set[str] = set()
+    for index in range(CORRUPTIONS_PER_RECIPE):
+        corrupted, what = corrupt(resolved_base, rng)
+        path = tmp_path / f"corrupted-{index}.yaml"
+        path.write_text(yaml.dump(corrupted, Dumper=yaml.CSafeDumper), encoding="utf-8")
+        capsys.readouterr()
+        code = main(["train", str(path), "--print-config"])
+        if code != 0:
+            one_line_refusal(capsys, code, what)
+            run = tmp_path / f"run-{index}"
+            one_line_refusal(capsys, main(["train", str(path), "--exp-dir", str(run)]), what)
+            assert not run.exists(), f"{what}: the refused recipe left {run}"
+            outcomes["refused"] += 1
+            continue
+        recipe = resolve(validate_recipe(corrupted))
+        resolved = json.dumps(recipe.to_dict(), sort_keys=True, default=str)
+        if recipe.to_dict() == resolved_base or resolved in proven:
+            outcomes["same as the recipe"] += 1  # proven by the recipe's own runs (or an earlier proof)
+            continue
+        try:
+            proof.run(recipe)
+        except CadenceError as error:
+            assert len(str(error).splitlines()) == 1, f"{what}: {error}"
+            outcomes["refused when built"] += 1
+        except Exception as error:  # a traceback a user would see
+            raise AssertionError(f"{recipe_name}, {what}: {type(error).__name__}: {error}") from error
+        else:
+            outcomes["built and stepped"] += 1
+        proven.add(resolved)
+    print(recipe_name, outcomes)
+    assert sum(outcomes.values()) == CORRUPTIONS_PER_RECIPE and outcomes["refused"] > CORRUPTIONS_PER_RECIPE // 2
