@@ -54,6 +54,11 @@ class EpochSums:
         names = ["loss", *(name for name in self.sums if name.startswith("loss_"))]
         return {f"{split}/{name}": self.sums[name].item() / batches for name in names}
 
+    def loss_finite(self) -> bool:
+        """Whether every loss added since the last reset was finite (a NaN or an infinity stays in
+        the sum): a check that costs nothing per step. ``bool()`` waits for the device."""
+        return bool(torch.isfinite(self.sums["loss"]))
+
     def reset(self) -> None:
         for value in self.sums.values():
             value.zero_()

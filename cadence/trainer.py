@@ -138,7 +138,6 @@ class Trainer:
         self.data: Any = None  # a DataBundle, when rebuilt by cadence.trainer_from_checkpoint
         self.pending_resume: Path | None = None  # set by trainer_from_checkpoint; used by the next fit
         self.resumed_from: Path | None = None
-        self._loss_not_finite = torch.zeros((), dtype=torch.bool)  # a loss since the last check was NaN or inf
         self._loss_finite_until = 0  # the step up to which every training loss was finite
         self.check_monitored_keys()
 
@@ -172,7 +171,6 @@ class Trainer:
         self.train_loader = resumable_loader(train_data, self.train_loader)  # a second fit goes on from the first
         self.task.to(self.device)
         self.epoch_sums.to(self.device)
-        self._loss_not_finite = self._loss_not_finite.to(self.device)
         self._loss_finite_until = self.state.global_step
         self.stop_requests.reset()
         if self.checkpointer is not None:
@@ -255,7 +253,6 @@ class Trainer:
             self.optimizer_step()
             state.global_step += 1
             self.epoch_sums.add(output.loss, output.losses)
-            self._loss_not_finite |= ~torch.isfinite(output.loss.detach())  # no wait for the device here
             self.maybe_update_train_metrics(output)
             if state.global_step % self.log_every == 0:
                 self.check_loss_finite()
@@ -554,13 +551,14 @@ class Trainer:
         """Stop with an error once a training loss was NaN or infinite. Checked where the loop
         waits for the device anyway (logging, saving, the end of an epoch), so a run that diverged
         never saves its broken weights, nor ends as if it had trained."""
-        if not bool(self._loss_not_finite):
+        if self.epoch_sums.loss_finite():  # the epoch's running sum keeps a NaN or an infinity
             self._loss_finite_until = self.state.global_step
             return
         raise NonFiniteLoss(
             f"the training loss became NaN or infinite between steps {self._loss_finite_until + 1} and "
-            f"{self.state.global_step}: the model diverged; nothing was saved after step {self._loss_finite_until}. Lower the learning rate "
-            "(optimizer.lr), clip gradients (trainer.clip_grad_norm), or look for bad data (cadence data check MANIFEST)"
+            f"{self.state.global_step}: the model diverged; nothing was saved after step {self._loss_finite_until}. "
+            "Lower the learning rate (optimizer.lr), clip gradients (trainer.clip_grad_norm), or look for bad data "
+            "(cadence data check MANIFEST)"
         )
 
     def save_checkpoint(self, monitor_value: float | None = None) -> Path | None:
