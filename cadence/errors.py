@@ -35,9 +35,9 @@ class StorageError(CadenceError):
     no permission. Names the path and the cause; what was written before is kept (files are
     replaced atomically, checkpoints by rename)."""
 
-    def __init__(self, path, cause: str, errno: int | None = None):
-        super().__init__(f"cannot write {path}: {cause}; free some space or choose a writable folder "
-                         "(what was written before is kept)")
+    def __init__(self, path, cause: str, errno: int | None = None,
+                 fix: str = "free some space or choose a writable folder (what was written before is kept)"):
+        super().__init__(f"cannot write {path}: {cause}; {fix}")
         self.path, self.cause, self.errno = path, cause, errno
 
 

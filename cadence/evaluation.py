@@ -45,6 +45,7 @@ TENSORBOARD_SAMPLES = 8
 class Evaluation:
     metrics: dict[str, float]  # "<split>/<name>" -> value
     records: list[dict[str, Any]]  # the task's per-example records, in data order
+    batches: int = 0  # how many batches this process evaluated (none: every value is NaN)
 
 
 @torch.no_grad()
@@ -65,7 +66,9 @@ def evaluate(
     records: list[dict[str, Any]] = []
     for metric in metrics:
         metric.reset()
+    batches = 0
     for batch in progress(data, progress_bar, split, total=length(data)):
+        batches += 1
         output = evaluate_batch(move_to_device(batch, device))
         means["loss"].update(output.loss.detach(), weight=output.batch_size)
         for name, value in output.losses.items():
@@ -82,7 +85,7 @@ def evaluate(
         metric.sync()
         results.update({f"{split}/{name}": value for name, value in metric.compute().items()})
     task.train(was_training)
-    return Evaluation(results, records)
+    return Evaluation(results, records, batches)
 
 
 def write_records(path: Path, records: list[dict[str, Any]]) -> None:

@@ -32,7 +32,8 @@ from typing import Any, Iterator
 
 from cadence.errors import StorageError
 from cadence.runtime.files import (
-    config_hash, storage_error, strict_json, to_yaml, write_bytes_atomic, write_json_atomic, writing,
+    config_hash, open_for_append, refuse_symlink, storage_error, strict_json, to_yaml, write_bytes_atomic,
+    write_json_atomic, writing,
 )
 from cadence.runtime.logs import add_file_logging, get_logger, remove_handler
 from cadence.runtime.provenance import collect_provenance, snapshot_code
@@ -74,9 +75,10 @@ class Experiment:
         self._log_handler = add_file_logging(self.directory / "train.log")
         self._metrics_path = self.directory / "metrics.jsonl"
         try:
+            refuse_symlink(self._metrics_path)  # cut and appended to: never through a link
             _drop_partial_last_line(self._metrics_path)  # a line cut by a crash would merge with the next
             with writing(self._metrics_path):
-                self._metrics_file = open(self._metrics_path, "a", encoding="utf-8")
+                self._metrics_file = open_for_append(self._metrics_path)
         except BaseException:
             remove_handler(self._log_handler)
             raise
@@ -160,8 +162,8 @@ class Experiment:
             self.write_text("config.sha256", digest + "\n")
         path = self.directory / "provenance.json"
         continued = resumed_from is not None and Path(resumed_from).resolve().is_relative_to(self.directory)
-        if continued and path.is_file():
-            provenance = json.loads(path.read_text(encoding="utf-8"))
+        provenance = _read_provenance(path) if continued else None
+        if provenance is not None:
             provenance.setdefault("resumes", []).append({
                 "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "checkpoint": str(resumed_from), "command": sys.argv, **self.notes,
@@ -169,8 +171,9 @@ class Experiment:
         else:
             entry_point = self.entry_point or _calling_script()
             code = snapshot_code(self.directory / "code", entry_point, modules)
+            # A folder continued without its provenance may be anybody's: its git is not run.
             provenance = {
-                **collect_provenance(seed, digest, data_manifests),
+                **collect_provenance(seed, digest, data_manifests, git_of_cwd=not continued),
                 "entry_point": str(entry_point) if entry_point is not None else None, "code": code,
                 "resumed_from": str(resumed_from) if resumed_from is not None else None, **self.notes,
             }
@@ -199,7 +202,7 @@ class Experiment:
                     kept = [line for _, line in zip(range(metrics_lines), handle)]
             write_bytes_atomic(self._metrics_path, "".join(kept).encode("utf-8"))
             with self._writing(self._metrics_path):
-                self._metrics_file = open(self._metrics_path, "a", encoding="utf-8")
+                self._metrics_file = open_for_append(self._metrics_path)
             self.metrics_lines = metrics_lines
         if self._tensorboard is not None:
             with self._writing(self.tensorboard_directory):
@@ -293,3 +296,13 @@ def _quiet_tensorboard_thread_errors() -> None:
 
     threading.excepthook = hook
     _tensorboard_hook_installed = True
+
+
+def _read_provenance(path: Path) -> dict[str, Any] | None:
+    """A continued run's ``provenance.json``, or None when it is missing or not a JSON object
+    (then it is written anew, and the damaged one's content is not trusted)."""
+    try:
+        provenance = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return provenance if isinstance(provenance, dict) else None

@@ -35,7 +35,7 @@ from cadence.errors import ConfigError
 CTCNormalization = Literal["target_length", "batch", "tokens"]
 
 
-@pydantic.dataclasses.dataclass(config=pydantic.ConfigDict(extra="forbid"))
+@pydantic.dataclasses.dataclass(config=pydantic.ConfigDict(extra="forbid", allow_inf_nan=False))
 class LossTerm:
     """How one named loss counts: ``weight`` in the training loss; ``evaluation_only`` losses
     are computed and reported in validation and test but never back-propagated."""

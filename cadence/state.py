@@ -27,6 +27,32 @@ class TrainState:
         return dataclasses.asdict(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put back a saved state; a field of the wrong type (a damaged or crafted checkpoint) is a
+        ``TypeError`` naming it, before anything changes."""
+        for field in dataclasses.fields(self):
+            if field.name in state and not _has_type(state[field.name], _FIELD_TYPES[field.name]):
+                raise TypeError(f"trainer_state.{field.name} is {state[field.name]!r}, not {_FIELD_TYPES[field.name]}")
         for field in dataclasses.fields(self):
             if field.name in state:
                 setattr(self, field.name, state[field.name])
+
+
+# The types each field may hold (ints are floats too, as JSON has them).
+_FIELD_TYPES = {
+    "epoch": "int", "global_step": "int", "best_value": "float or null", "best_epoch": "int or null",
+    "best_checkpoint": "str or null", "should_stop": "bool", "history": "list of dicts",
+}
+
+
+def _has_type(value: Any, kind: str) -> bool:
+    if value is None:
+        return kind.endswith("or null")
+    if kind.startswith("int"):
+        return type(value) is int and value >= 0
+    if kind.startswith("float"):
+        return type(value) in (int, float)
+    if kind.startswith("str"):
+        return type(value) is str and "/" not in value and not value.startswith(".")
+    if kind == "bool":
+        return type(value) is bool
+    return type(value) is list and all(type(entry) is dict for entry in value)

@@ -37,6 +37,7 @@ from torch import nn
 
 from cadence.bounds import NonNegativeInt, PositiveFloat, PositiveInt
 from cadence.callbacks.base import Callback
+from cadence.callbacks.early_stopping import EarlyStopping
 from cadence.checkpoint.candidates import use_first_that_fits
 from cadence.checkpoint.checkpointer import Checkpointer, checkpoint_name, listing
 from cadence.checkpoint.format import load_checkpoint
@@ -138,6 +139,7 @@ class Trainer:
         self.data: Any = None  # a DataBundle, when rebuilt by cadence.trainer_from_checkpoint
         self.pending_resume: Path | None = None  # set by trainer_from_checkpoint; used by the next fit
         self.resumed_from: Path | None = None
+        self.evaluated_batches: int | None = None  # batches of the last evaluation (None: a subclass's own)
         self._loss_finite_until = 0  # the step up to which every training loss was finite
         self.check_monitored_keys()
 
@@ -171,12 +173,12 @@ class Trainer:
         self.train_loader = resumable_loader(train_data, self.train_loader)  # a second fit goes on from the first
         self.task.to(self.device)
         self.epoch_sums.to(self.device)
-        self._loss_finite_until = self.state.global_step
         self.stop_requests.reset()
         if self.checkpointer is not None:
             self.checkpointer.clean_temporary()  # folders of a save killed half-way
         if resume_from is not None:
             self.resume(resume_from)
+        self._loss_finite_until = self.state.global_step
         # config.yaml, provenance.json and code/ for recipe and Python-built runs alike.
         self.config = maybe_record_run(self, train_data, val_data, test_data)
         self.call_hook("on_fit_start")
@@ -315,6 +317,7 @@ class Trainer:
                               progress_bar=self.progress_bar)
         if evaluation.records and self.experiment is not None:
             save_hypotheses(self.experiment, split, evaluation.records, step=self.state.global_step)
+        self.evaluated_batches = evaluation.batches
         return evaluation.metrics
 
     def validate(self, data: Iterable) -> dict[str, float]:
@@ -348,12 +351,12 @@ class Trainer:
         """The keys every validation gives (``val/loss`` and each metric's), or None when a
         metric cannot say before it has seen data. Named losses (``val/loss_ctc``) are the
         task's and are only known once it has run."""
+        overridden = any(getattr(type(self), name) is not getattr(Trainer, name) for name in ("evaluate", "validate"))
+        if overridden or any(not type(metric).__module__.startswith("cadence.") for metric in self.metrics):
+            return None  # a validation or a metric of the user's: its keys are known once it runs
         keys = {"val/loss"}
         for metric in self.metrics:
-            try:
-                keys.update(f"val/{name}" for name in copy.deepcopy(metric).compute())
-            except Exception:  # a metric of the user's that needs data to compute: keys unknown
-                return None
+            keys.update(f"val/{name}" for name in copy.deepcopy(metric).compute())
         return keys
 
     def check_monitored_keys(self) -> None:
@@ -366,7 +369,7 @@ class Trainer:
         if self.scheduler is not None and is_plateau_scheduler(self.scheduler):
             monitored["scheduler.monitor"] = self.scheduler_monitor
         for index, callback in enumerate(self.callbacks):
-            if isinstance(getattr(callback, "monitor", None), str):
+            if isinstance(callback, EarlyStopping) and callback.monitor is not None:
                 monitored[f"callbacks.{index}.monitor"] = callback.monitor
         for path, key in monitored.items():
             if key not in known and not key.startswith("val/loss_"):
@@ -493,10 +496,19 @@ class Trainer:
 
     def restore_checkpoint(self, path: Path, state: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]:
         """Load a verified checkpoint's ``state``; its ``metadata`` back. A state that does not fit
-        this run (another model, or crafted) is a :class:`CheckpointError` saying what did not fit."""
+        this run (another model, or crafted) is a :class:`CheckpointError` saying what did not fit,
+        and every component is then as it was before (a copy of their states is put back)."""
+        missing = [name for name in ("task", "optimizer", "trainer_state", "rng") if state.get(name) is None]
+        if missing:
+            raise CheckpointError(f"it holds no state for {', '.join(missing)}")
+        before = copy.deepcopy(self.state_dict())
         try:
             self.load_state_dict(state)
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+            check_optimizer_state(self.optimizer)
+        except (CheckpointError, KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as error:
+            self.load_state_dict(before)
+            if isinstance(error, CheckpointError):
+                raise
             raise CheckpointError(f"its state does not fit this run ({type(error).__name__}: {error})") from error
         return metadata
 
@@ -526,7 +538,8 @@ class Trainer:
     def check_weights_finite(self) -> None:
         """Stop with an error when a weight is NaN or infinite (the step after the last finite
         loss can still blow them up); checked before each save, a pass over the weights."""
-        finite = [torch.isfinite(parameter).all() for parameter in self.task.parameters() if parameter.numel()]
+        finite = [torch.isfinite(parameter).all() for parameter in self.task.parameters()
+                  if not isinstance(parameter, nn.parameter.UninitializedParameter) and parameter.numel()]
         if not finite or bool(torch.stack(finite).all()):
             return
         raise NonFiniteLoss(
@@ -539,8 +552,8 @@ class Trainer:
         """Stop with an error when the validation loss is NaN or infinite: finite weights whose
         outputs overflow are as broken as NaN ones, and are not saved either."""
         value = metrics.get("val/loss")
-        if value is None or math.isfinite(value):
-            return
+        if value is None or math.isfinite(value) or self.evaluated_batches == 0:
+            return  # finite, or NaN because the validation data gave no batch (nothing to judge)
         raise NonFiniteLoss(
             f"the validation loss is {value} after epoch {self.state.epoch + 1} (step {self.state.global_step}): the model "
             "diverged; nothing was saved after it. Lower the learning rate (optimizer.lr) or the weight decay, or clip "
@@ -612,3 +625,15 @@ class Trainer:
         if self.checkpointer is not None:
             final = str(self.checkpointer.directory / (self.state.best_checkpoint or checkpoint_name(self.state.global_step)))
         return results_summary(self.state, self.monitor, self.mode, test_metrics, self.test_reports, wall_time, final)
+
+
+def check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Refuse an optimizer state whose per-parameter tensors (moments, momentum) do not have their
+    parameter's shape: torch loads them as they are, and the first step would fail."""
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            for name, value in optimizer.state.get(parameter, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != parameter.shape:
+                    raise CheckpointError(
+                        f"the optimizer's {name} has shape {list(value.shape)} for a parameter of shape {list(parameter.shape)}"
+                    )

@@ -154,6 +154,12 @@ def test_unknown_monitor_is_refused_before_training():
     # Named losses are the task's, known once it runs: accepted.
     assert make_trainer(monitor="val/loss_ctc").monitor == "val/loss_ctc"
 
+    class UsersMetric(Accuracy):  # a metric of the user's may give its keys only once it has data
+        pass
+
+    UsersMetric.__module__ = "my_lab.metrics"
+    assert make_trainer(metrics=[UsersMetric(num_classes=3)], monitor="val/macro_f1").monitor == "val/macro_f1"
+
 
 def test_a_metric_value_missing_at_validation_is_a_clear_error(loaders):
     from cadence.errors import ConfigError

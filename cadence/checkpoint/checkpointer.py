@@ -179,7 +179,7 @@ def listing(checkpointer: Checkpointer) -> list[CheckpointEntry]:
             continue  # damaged: left alone, and skipped when resuming
         value, step = metadata.get("monitor_value"), metadata.get("global_step")
         entries.append(CheckpointEntry(
-            path.name, step if type(step) is int else -1, float(value) if isinstance(value, (int, float)) else None,
+            path.name, step if type(step) is int else -1, _as_float(value),
         ))
     return entries
 
@@ -242,3 +242,13 @@ def find_best_checkpoint(path: str | Path) -> Path:
         if candidate == newest or is_valid(candidate, damaged):
             return candidate
     return newest
+
+
+def _as_float(value: Any) -> float | None:
+    """A manifest's monitored value as a float, or None (unverified metadata: anything may be there)."""
+    if type(value) not in (int, float):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond any float
+        return None

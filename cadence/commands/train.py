@@ -18,7 +18,7 @@ from cadence.config.build import build, import_user_modules
 from cadence.config.rebuild import import_saved_modules
 from cadence.config.resolve import ResolvedRecipe, resolve
 from cadence.config.schema import RecipeConfig, apply_overrides, load_recipe, load_yaml, validate_recipe
-from cadence.errors import CheckpointError, ConfigError
+from cadence.errors import CadenceError, CheckpointError, ConfigError, TrainingInterrupted
 from cadence.experiment import Experiment, unique_directory
 from cadence.runtime.files import to_yaml
 from cadence.runtime.logs import setup_console_logging
@@ -67,16 +67,38 @@ def train_recipe(recipe: str | Path, overrides: list[str] = (), exp_dir: str | P
     except BaseException:
         # Nothing was trained (a component refused its values, the disk is full, Ctrl-C):
         # leave no half-made experiment folder behind.
-        if experiment is not None:
-            experiment.stop()
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
+        remove_unfinished(experiment, directory, created)
         raise
     try:
         logger.info("experiment %s", experiment.directory)
         return built.trainer.fit(built.data.train, built.data.valid, built.data.test)
+    except CadenceError as error:
+        if built.trainer.state.global_step == 0 and not isinstance(error, TrainingInterrupted):
+            # Refused before the first step (a model that cannot take the features): nothing trained.
+            remove_unfinished(experiment, directory, created)
+        raise
     finally:
         experiment.stop()
+
+
+def remove_unfinished(experiment: Experiment | None, directory: Path, created: Path | None) -> None:
+    """Remove the folder of a run that failed before it trained anything, and the empty parents
+    it created (never a parent another run has written into meanwhile)."""
+    try:
+        if experiment is not None:
+            experiment.stop()
+    except CadenceError:
+        pass  # the error that ended the run says what went wrong; the folder goes anyway
+    finally:
+        if created is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+            for parent in directory.parents:
+                if not parent.is_relative_to(created):
+                    break
+                try:
+                    parent.rmdir()  # only when empty
+                except OSError:
+                    break
 
 
 # Settings that change how a run is watched or how long it goes, never what it computes:

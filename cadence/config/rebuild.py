@@ -25,8 +25,12 @@ Example::
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
+import os
+import site
 import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -83,24 +87,39 @@ def import_saved_modules(imports: list[str], experiment_directory: Path, trust_c
 
 
 def _importable_without_the_folder(entry: str, name: str, experiment_directory: Path) -> bool:
-    """Whether importing ``name`` runs nothing from the folder: it is already imported, or the
-    environment has it outside the folder. A ``.py`` path always names the folder's own code."""
+    """Whether importing ``name`` runs only code the user already has: it is imported already, or
+    its top-level package is installed (a distribution, editable ones included) or lies under a
+    ``PYTHONPATH`` folder of the user's. Never code in or around the experiment folder, in the
+    current folder (``python -m`` puts it on the path), or the standard library (whose
+    ``__main__`` modules and demos act when imported). A ``.py`` path is the folder's own code."""
     if name in sys.modules:
         return True
-    if entry.endswith(".py"):
+    parts = name.split(".")
+    if entry.endswith(".py") or "__main__" in parts or parts[0] in sys.stdlib_module_names:
         return False
-    top_level = name.partition(".")[0]
     try:
-        spec = importlib.util.find_spec(top_level)  # a top-level name: finding it imports nothing
+        spec = importlib.util.find_spec(parts[0])  # a top-level name: finding it imports nothing
     except (ImportError, ValueError):
         return False
-    if spec is None:
-        return False
+    if spec is None or spec.origin is None or not spec.has_location:
+        return False  # not found, or a namespace package: any folder on the path could add to it
+    # A package's folder, or a module's file: neither may hold the experiment folder or lie in it
+    # (a package holding it could import the folder's code as one of its submodules).
+    location = Path(spec.origin).resolve()
+    location = location.parent if spec.submodule_search_locations is not None else location
     folder = experiment_directory.resolve()
-    locations = [spec.origin] if spec.origin else []
-    locations += list(spec.submodule_search_locations or ())
-    # The current folder is on the import path under `python -m`: the folder itself may be it.
-    return bool(locations) and not any(Path(location).resolve().is_relative_to(folder) for location in locations)
+    if location.is_relative_to(folder) or folder.is_relative_to(location) or location.parent == Path.cwd().resolve():
+        return False
+    installed = parts[0] in importlib.metadata.packages_distributions()
+    return installed or any(location.is_relative_to(trusted) for trusted in _user_code_folders())
+
+
+def _user_code_folders() -> list[Path]:
+    """Folders of the user's own code: installed packages and ``PYTHONPATH`` entries."""
+    folders = [sysconfig.get_paths()[key] for key in ("purelib", "platlib")]
+    folders += site.getsitepackages() + [site.getusersitepackages()]
+    folders += [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    return [Path(folder).resolve() for folder in folders]
 
 
 def saved_config(state: dict[str, Any], path: Path, trust_code: bool = False) -> RecipeConfig:

@@ -150,7 +150,10 @@ class WavDataChunk:
 
     @property
     def is_cut_short(self) -> bool:
-        return self.present < self.declared
+        # As for manifest durations (TRUNCATION_TOLERANCE_S), a few missing milliseconds are not
+        # damage: some writers round the declared size up; without a known rate, one byte is.
+        tolerance = round(self.byte_rate * TRUNCATION_TOLERANCE_S) if self.byte_rate else 1
+        return self.declared - self.present > tolerance
 
     def describe(self) -> str:
         """``its header declares 7556 bytes of audio data (0.472 s), the file holds 2518 (0.157 s)``."""

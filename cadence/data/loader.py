@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from cadence.data.dataset import AudioDataset, Batch, Skipped
 from cadence.data.sampler import BatchSampler
 from cadence.errors import DataError
-from cadence.runtime.files import strict_json, writing
+from cadence.runtime.files import open_for_append, strict_json, writing
 
 __all__ = ["AudioDataLoader", "Quarantine"]
 
@@ -91,7 +91,7 @@ class Quarantine:
     def _append(self, record: dict) -> None:
         with writing(self.path):  # disk full: a StorageError naming the file
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as handle:
+            with open_for_append(self.path) as handle:
                 handle.write(strict_json(record, ensure_ascii=False) + "\n")
                 handle.flush()
                 os.fsync(handle.fileno())

@@ -67,7 +67,7 @@ _ORDERINGS = ("random", "sorted", "sorted_reverse", "buckets", "sortagrad")
 _CHUNK_STREAM, _ORDER_STREAM, _BATCH_ORDER_STREAM = 0, 1, 2
 
 
-@pydantic.dataclasses.dataclass(frozen=True, config=pydantic.ConfigDict(extra="forbid"))
+@pydantic.dataclasses.dataclass(frozen=True, config=pydantic.ConfigDict(extra="forbid", allow_inf_nan=False))
 class BatchingOptions:
     """How an epoch's batches are planned (a recipe's ``batching:`` section)."""
 

@@ -93,7 +93,7 @@ class Tokenizer(Protocol):
     def save(self, path: str | Path) -> None: ...
 
 
-@pydantic.dataclasses.dataclass(frozen=True, config=pydantic.ConfigDict(extra="forbid"))
+@pydantic.dataclasses.dataclass(frozen=True, config=pydantic.ConfigDict(extra="forbid", allow_inf_nan=False))
 class TokenizerOptions:
     """How a data builder gets its tokenizer (a recipe's ``data.tokenizer`` section).
 

@@ -30,15 +30,15 @@ import numbers
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, TextIO
 
 import yaml
 
 from cadence.errors import StorageError
 
 __all__ = [
-    "STORAGE_ERRNOS", "config_hash", "file_sha256", "finite_or_none", "storage_error", "strict_json", "to_yaml",
-    "write_bytes_atomic", "write_json_atomic", "writing",
+    "STORAGE_ERRNOS", "config_hash", "file_sha256", "finite_or_none", "open_for_append", "refuse_symlink",
+    "storage_error", "strict_json", "to_yaml", "write_bytes_atomic", "write_json_atomic", "writing",
 ]
 
 # What a full or read-only disk looks like: no space, over quota, over the file size limit,
@@ -49,6 +49,26 @@ STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS
 def storage_error(path: str | Path, error: OSError) -> StorageError:
     """The :class:`StorageError` for a failed write of ``path``: the OS's words for the cause."""
     return StorageError(path, error.strerror or str(error), error.errno)
+
+
+def refuse_symlink(path: str | Path) -> None:
+    """A :class:`StorageError` when ``path`` is a symbolic link: a file cadence appends to or cuts
+    in a folder someone gave you (``train.log``, ``metrics.jsonl``) could point at any file of
+    yours. (Whole-file writes replace the link itself, by rename, and are safe.)"""
+    if Path(path).is_symlink():
+        raise StorageError(path, "it is a symbolic link", errno.ELOOP,
+                           fix="cadence appends only to the folder's own files: replace the link by a file")
+
+
+def open_for_append(path: str | Path) -> TextIO:
+    """``open(path, "a")``, refusing a symbolic link (:func:`refuse_symlink`), atomically."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            refuse_symlink(path)
+        raise
+    return os.fdopen(descriptor, "a", encoding="utf-8")
 
 
 @contextlib.contextmanager

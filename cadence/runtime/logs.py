@@ -22,7 +22,7 @@ from typing import Iterable, TypeVar
 from tqdm import tqdm
 
 from cadence.errors import StorageError
-from cadence.runtime.files import storage_error, writing
+from cadence.runtime.files import open_for_append, storage_error, writing
 
 LOGGER_NAME = "cadence"
 FORMAT = "%(asctime)s %(levelname)s %(message)s"
@@ -55,6 +55,9 @@ class LogFile(logging.FileHandler):
     """
 
     failure: StorageError | None = None
+
+    def _open(self):
+        return open_for_append(self.baseFilename)  # never through a symbolic link
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.failure is None:

@@ -29,9 +29,16 @@ PACKAGES = ("cadence", "torch", "numpy", "soundfile", "soxr", "pyyaml", "pydanti
 MAX_DIFF_BYTES = 2_000_000  # a larger diff is truncated in provenance, not dropped silently
 
 
+# A repository's own config can make git run commands (an fsmonitor hook, an external diff, a
+# textconv): none of them, for a record that only reads.
+_GIT_WITHOUT_HOOKS = ["-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null"]
+
+
 def _git(arguments: list[str], cwd: Path) -> str | None:
     try:
-        completed = subprocess.run(["git", *arguments], cwd=cwd, capture_output=True, text=True, timeout=20)
+        completed = subprocess.run(
+            ["git", *_GIT_WITHOUT_HOOKS, *arguments], cwd=cwd, capture_output=True, text=True, timeout=20,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return completed.stdout if completed.returncode == 0 else None
@@ -43,7 +50,7 @@ def git_info(directory: Path) -> dict[str, Any]:
     if root is None:
         return {"repository": None}
     root_path = Path(root.strip())
-    diff = _git(["diff", "HEAD", "--no-color"], root_path) or ""
+    diff = _git(["diff", "HEAD", "--no-color", "--no-ext-diff", "--no-textconv"], root_path) or ""
     status = _git(["status", "--porcelain", "--untracked-files=no"], root_path) or ""
     return {
         "repository": str(root_path),
@@ -75,7 +82,12 @@ def hardware() -> dict[str, Any]:
     return info
 
 
-def collect_provenance(seed: int | None, config_sha256: str | None, data_files: dict[str, Path] | None = None) -> dict[str, Any]:
+def collect_provenance(
+    seed: int | None, config_sha256: str | None, data_files: dict[str, Path] | None = None, git_of_cwd: bool = True,
+) -> dict[str, Any]:
+    """Everything that says how a run was made. ``git_of_cwd=False`` leaves out the repository of
+    the current folder: for a folder someone gave you, it may be theirs, and git runs what a
+    repository's config (a clean filter) says."""
     code_directory = Path(__file__).resolve().parent
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -88,7 +100,7 @@ def collect_provenance(seed: int | None, config_sha256: str | None, data_files: 
         "platform": platform.platform(),
         "packages": package_versions(),
         "hardware": hardware(),
-        "git": {"cadence": git_info(code_directory), "cwd": git_info(Path.cwd())},
+        "git": {"cadence": git_info(code_directory), "cwd": git_info(Path.cwd()) if git_of_cwd else {"repository": None}},
         "data": {name: {"path": str(path), "sha256": _data_file_sha256(path)} for name, path in (data_files or {}).items()},
     }
 

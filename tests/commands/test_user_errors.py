@@ -56,6 +56,15 @@ def test_a_component_that_refuses_its_values_is_one_line_and_leaves_no_folder(tm
     assert not (tmp_path / "run").exists()
 
 
+def test_a_model_that_cannot_take_its_features_is_one_line_and_leaves_no_folder(tmp_path, capsys):
+    # Refused at the first step, when the model sees the features: nothing trained, no folder kept.
+    directory = tmp_path / "run"
+    assert main(["train", DIGITS, *QUICK, "model.n_mels=41", "--exp-dir", str(directory)]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "cnn_classifier with n_mels=41 takes features [batch, 41, frames]" in line and "model.n_mels" in line
+    assert not directory.exists()
+
+
 def test_a_yaml_tag_in_an_override_is_one_line(capsys):
     assert main(["train", DIGITS, 'model.channels=!!python/object/apply:os.system ["echo hi"]', "--print-config"]) == 2
     line = one_line(capsys.readouterr().err)

@@ -7,20 +7,22 @@ recipe goes through ``cadence train --print-config``, and must either
 
 - be refused with one line and exit 2, by ``cadence train --exp-dir`` too, leaving no
   experiment folder; or
-- be accepted and provably fine: every component builds (or a component refuses its values
-  in one line), and a training step and a validation batch run.
+- be accepted and provably fine: every component builds and a training step and a validation
+  batch run; or a component refuses its values (when built, or at the first step) in one line,
+  as ``cadence train --exp-dir`` then does too, leaving no folder.
 
 Nothing else may happen: any other exception fails the test, naming the corruption.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 import torch
@@ -98,6 +100,18 @@ def one_line_refusal(capsys, code: int, what: str) -> str:
     return lines[0]
 
 
+@contextlib.contextmanager
+def process_settings_kept() -> Iterator[None]:
+    """``cadence train`` applies a recipe's process settings (threads, deterministic kernels) to
+    this process: put them back for the tests that follow."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
 class Proof:
     """Builds an accepted recipe and runs a training step and a validation batch; data (the
     costly part) is built once for each distinct data section."""
@@ -129,7 +143,6 @@ class Proof:
 
 @pytest.mark.parametrize("recipe_name", sorted(TEST_SIZES))
 def test_no_single_corruption_of_a_recipe_ends_in_a_traceback(recipe_name, tmp_path, capsys, fsdd_root):
-    torch.set_num_threads(torch.get_num_threads())  # nothing here changes process settings; keep it so
     base = resolve(validate_recipe(apply_overrides(load_yaml(REPOSITORY / "recipes" / "fsdd" / recipe_name), TEST_SIZES[recipe_name])))
     resolved_base = base.to_dict()
     proof = Proof(tmp_path)
@@ -158,6 +171,12 @@ def test_no_single_corruption_of_a_recipe_ends_in_a_traceback(recipe_name, tmp_p
             proof.run(recipe)
         except CadenceError as error:
             assert len(str(error).splitlines()) == 1, f"{what}: {error}"
+            # The real command refuses it too, in one line, and keeps no folder.
+            run = tmp_path / f"run-{index}"
+            with process_settings_kept():
+                code = main(["train", str(path), "--exp-dir", str(run)])
+            one_line_refusal(capsys, code, what)
+            assert not run.exists(), f"{what}: the refused recipe left {run}"
             outcomes["refused when built"] += 1
         except Exception as error:  # a traceback a user would see
             raise AssertionError(f"{recipe_name}, {what}: {type(error).__name__}: {error}") from error

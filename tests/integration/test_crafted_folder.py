@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -121,12 +122,82 @@ def test_with_trust_the_module_is_imported_and_every_command_works(crafted, fsdd
     assert marker.read_text() == "imported\n"  # imported once: a module runs once per process
 
 
+def set_imports(run: Path, imports: list[str]) -> None:
+    for checkpoint in checkpoints(run):
+        edit_state(checkpoint, lambda state: state["config"].__setitem__("imports", imports))
+
+
 def test_an_installed_module_is_imported_without_trust(trained_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
-    for checkpoint in checkpoints(run):  # json is no file of the folder's: the environment has it
-        edit_state(checkpoint, lambda state: state["config"].__setitem__("imports", ["json"]))
+    set_imports(run, ["numpy.linalg"])  # no file of the folder's: the environment has it
     assert main(["eval", str(run)]) == 0
+
+
+@pytest.mark.parametrize("imports", [
+    ["venv.__main__"],  # the standard library acts when some of its modules are imported
+    ["unittest.__main__"],
+    ["antigravity"],
+    ["outer.run.code.modules.crafted_payload"],  # through a namespace package in the current folder
+    ["run.code.modules.crafted_payload"],
+])
+def test_a_name_that_would_reach_code_outside_the_environment_needs_trust(imports, crafted, monkeypatch, capsys):
+    run, marker = crafted
+    outer = run.parent / "outer"
+    shutil.copytree(run, outer / "run")
+    target = outer / "run" if imports[0].startswith("outer") else run
+    set_imports(target, imports)
+    monkeypatch.chdir(run.parent)
+    monkeypatch.syspath_prepend(str(run.parent))  # as `python -m cadence` run from the parent folder
+    monkeypatch.setattr(sys, "argv", ["cadence", "eval", str(target)])
+    assert main(["eval", str(target)]) == 2
+    line = capsys.readouterr().err.strip()
+    assert len(line.splitlines()) == 1 and "--trust-code" in line and imports[0] in line, line
+    assert not marker.exists() and not (run.parent / "eval").exists()  # nothing ran, nothing was made
+
+
+def test_only_installed_or_pythonpath_packages_count_as_the_users(tmp_path, monkeypatch):
+    from cadence.config.rebuild import _importable_without_the_folder as importable
+
+    package = tmp_path / "pythonpath" / "lab_components"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "pythonpath"))
+    monkeypatch.syspath_prepend(str(tmp_path / "pythonpath"))
+    elsewhere = tmp_path / "downloads" / "run"
+    assert importable("lab_components", "lab_components", elsewhere)  # found, nothing imported
+    assert "lab_components" not in sys.modules
+    assert not importable("lab_components", "lab_components", package / "runs" / "run")  # the package holds the folder
+    monkeypatch.delenv("PYTHONPATH")
+    assert not importable("lab_components", "lab_components", elsewhere)  # on sys.path, but not the user's setting
+
+
+def test_a_symbolic_link_in_the_folder_is_never_appended_through(trained_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine\n")
+    (run / "train.log").unlink()
+    (run / "train.log").symlink_to(victim)
+    assert main(["resume", str(run), "trainer.max_epochs=3"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "train.log" in line and "symbolic link" in line, line
+    assert victim.read_text() == "mine\n"
+
+
+def test_a_resumed_folder_without_provenance_runs_no_git_of_the_current_folder(trained_run, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "provenance.json").unlink()
+    marker = tmp_path / "git-ran-a-command"
+    subprocess.run(["git", "init", "-q", str(run)], check=True)
+    # A repository whose own config makes git run a command on status and diff.
+    subprocess.run(["git", "-C", str(run), "config", "core.fsmonitor", f"touch {marker}; false"], check=True)
+    subprocess.run(["git", "-C", str(run), "config", "diff.external", f"sh -c 'touch {marker}'"], check=True)
+    monkeypatch.chdir(run)
+    assert main(["resume", str(run), "trainer.max_epochs=3"]) == 0
+    assert not marker.exists()
+    assert json.loads((run / "provenance.json").read_text())["git"]["cwd"] == {"repository": None}
 
 
 def replace_the_model_state(checkpoint: Path) -> None:
@@ -151,14 +222,27 @@ def test_a_state_that_does_not_fit_falls_back_or_is_named(trained_run, tmp_path,
     assert len(error.splitlines()) == 1 and str(best) in error and "unexpected __class__" in error, error
     with pytest.raises(CheckpointError, match="missing model."):
         cadence.load(best)
-    assert not (Path.cwd() / "pwned").exists()
 
 
-def test_a_resume_skips_a_newest_state_that_does_not_fit(trained_run, tmp_path, capsys):
+CRAFTED_STATES = {
+    "model": lambda state: state.__setitem__("task", {"__class__": "os.system", "args": ["touch pwned"]}),
+    "no model": lambda state: state.__setitem__("task", None),
+    "trainer state": lambda state: state["trainer_state"].__setitem__("epoch", "x"),
+    "optimizer": lambda state: swap_first_moment(state["optimizer"]["state"]["__dict__"]),
+}
+
+
+def swap_first_moment(per_parameter: list) -> None:
+    """The first parameter's Adam moment pointed at the last one's tensor: another shape."""
+    per_parameter[0][1]["exp_avg"] = per_parameter[-1][1]["exp_avg"]
+
+
+@pytest.mark.parametrize("crafted_part", sorted(CRAFTED_STATES))
+def test_a_resume_skips_a_newest_state_that_does_not_fit(crafted_part, trained_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     older, newest = checkpoints(run)
-    replace_the_model_state(newest)
+    edit_state(newest, CRAFTED_STATES[crafted_part])
     assert main(["resume", str(run), "trainer.max_epochs=3"]) == 0  # continues from the older one
     assert json.loads((run / "provenance.json").read_text())["resumes"][-1]["checkpoint"] == str(older)
     # The crafted one was newer than the checkpoint resumed from: set aside, not deleted.

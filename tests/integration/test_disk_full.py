@@ -125,8 +125,7 @@ def test_the_quarantine_and_generated_audio_on_a_full_disk_name_their_file(tmp_p
     from cadence.data.loader import Quarantine
     from cadence.errors import StorageError
 
-    full = tmp_path / "quarantine.jsonl"
-    full.symlink_to("/dev/full")  # every write: "No space left on device"
+    full = Path("/dev/full")  # every write: "No space left on device" (a link to it would be refused)
     quarantine = Quarantine(tmp_path / "absent.jsonl")
     quarantine.path = full
     with pytest.raises(StorageError, match=f"cannot write {re.escape(str(full))}: No space left on device"):

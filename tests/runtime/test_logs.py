@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -40,8 +41,7 @@ def test_every_command_shows_warnings_with_their_level(monkeypatch, capsys):
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
 def test_a_log_file_that_cannot_be_written_keeps_the_failure_and_prints_no_traceback(tmp_path, capfd):
-    log = tmp_path / "train.log"
-    log.symlink_to("/dev/full")  # every write: "No space left on device"
+    log = Path("/dev/full")  # every write: "No space left on device" (a link to it would be refused)
     handler = add_file_logging(log)
     get_logger().info("epoch 1/2")  # never raises into the code that logs
     get_logger().info("epoch 2/2")
@@ -50,6 +50,16 @@ def test_a_log_file_that_cannot_be_written_keeps_the_failure_and_prints_no_trace
     remove_handler(handler)  # closing flushes again: no second error, no traceback
     err = capfd.readouterr().err
     assert "Traceback" not in err and "Logging error" not in err, err
+
+
+def test_a_log_file_that_is_a_symbolic_link_is_refused_and_its_target_untouched(tmp_path):
+    target = tmp_path / "someone_elses.txt"
+    target.write_text("theirs\n")
+    (tmp_path / "train.log").symlink_to(target)
+    with pytest.raises(StorageError, match="train.log: it is a symbolic link"):
+        add_file_logging(tmp_path / "train.log")
+    assert target.read_text() == "theirs\n"
+    assert not any(isinstance(handler, logging.FileHandler) for handler in get_logger().handlers)
 
 
 def test_a_log_file_that_cannot_be_opened_is_a_storage_error(tmp_path):
