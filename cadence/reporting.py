@@ -100,6 +100,7 @@ def results_summary(
         "test_reports": test_reports,
         "epochs_completed": state.epoch,
         "global_step": state.global_step,
+        "skipped_batches": state.skipped_batches,
         "wall_time_s": round(wall_time, 3),
         "final_checkpoint": final_checkpoint,
         "history": state.history,

@@ -22,6 +22,8 @@ class TrainState:
     best_checkpoint: str | None = None  # checkpoint folder name holding the best weights
     should_stop: bool = False  # set by anyone (callbacks, max_steps) to end fit cleanly
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # one entry per validation
+    skipped_batches: int = 0  # updates dropped for a NaN or infinite loss or gradient (on_nonfinite: skip)
+    consecutive_skips: int = 0  # of those, the ones since the last update taken
 
     def state_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -41,6 +43,7 @@ class TrainState:
 _FIELD_TYPES = {
     "epoch": "int", "global_step": "int", "best_value": "float or null", "best_epoch": "int or null",
     "best_checkpoint": "str or null", "should_stop": "bool", "history": "list of dicts",
+    "skipped_batches": "int", "consecutive_skips": "int",
 }
 
 

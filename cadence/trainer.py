@@ -74,6 +74,11 @@ class Trainer:
         restore_best: at the end of fit, load the best weights back before testing.
         experiment: where logs, metrics, TensorBoard curves and checkpoints go (optional).
         checkpoint_policy: when checkpoints are saved and which are kept (with an experiment).
+        on_nonfinite: what a NaN or infinite training loss or gradient norm does. "error" (the
+            default) stops the run with one line, having saved nothing after the last finite step
+            (checked where the loop waits for the device anyway); "skip" checks every step (a wait
+            for the device each), drops that update, logs it with the batch's utterance ids and
+            goes on, stopping with the same error after ``nonfinite_patience`` consecutive skips.
     """
 
     def __init__(
@@ -98,6 +103,8 @@ class Trainer:
         experiment: Experiment | None = None,
         log_every: PositiveInt = 50,
         progress_bar: bool = True,
+        on_nonfinite: Literal["error", "skip"] = "error",
+        nonfinite_patience: PositiveInt = 10,
         checkpoint_policy: CheckpointPolicy = CheckpointPolicy(),
         config: dict[str, Any] | None = None,
     ):
@@ -126,6 +133,10 @@ class Trainer:
         self.experiment = experiment
         self.log_every = log_every
         self.progress_bar = progress_bar
+        if on_nonfinite not in ("error", "skip"):
+            raise ValueError(f"on_nonfinite must be 'error' or 'skip', got {on_nonfinite!r}")
+        self.on_nonfinite = on_nonfinite
+        self.nonfinite_patience = nonfinite_patience
         self.config = config
         self.state = TrainState()
         self.logger = get_logger()
@@ -139,6 +150,7 @@ class Trainer:
         self.data: Any = None  # a DataBundle, when rebuilt by cadence.trainer_from_checkpoint
         self.pending_resume: Path | None = None  # set by trainer_from_checkpoint; used by the next fit
         self.resumed_from: Path | None = None
+        self.skipped_update = False  # whether the batch being trained had its update dropped
         self.evaluated_batches: int | None = None  # batches of the last evaluation (None: a subclass's own)
         self._loss_finite_until = 0  # the step up to which every training loss was finite
         self.check_monitored_keys()
@@ -249,9 +261,21 @@ class Trainer:
             batch = move_to_device(batch, self.device)
             self.call_hook("on_batch_start", batch)
             output = self.training_step(batch)
-            output.loss.backward()
-            self.call_hook("on_after_backward")
-            self.clip_gradients()
+            if self.on_nonfinite == "skip" and not self.finite(output.loss):
+                self.skip_update(batch, "loss")
+            else:
+                output.loss.backward()
+                self.call_hook("on_after_backward")
+                self.clip_gradients()
+                if self.on_nonfinite == "skip" and not self.finite(self.gradient_norm()):
+                    self.skip_update(batch, "gradient norm")
+            if self.skipped_update:
+                self.skipped_update = False
+                last_batch = batches_left(loader) == 0
+                if self.should_stop() and not last_batch:
+                    return False
+                continue  # no step was taken: nothing to count, log or save
+            state.consecutive_skips = 0
             self.optimizer_step()
             state.global_step += 1
             self.epoch_sums.add(output.loss, output.losses)
@@ -305,6 +329,38 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.scheduler is not None and self.scheduler_interval == "step" and not is_plateau_scheduler(self.scheduler):
             self.scheduler.step()
+
+    @staticmethod
+    def finite(value: torch.Tensor) -> bool:
+        """Whether ``value`` holds no NaN or infinity (waits for the device)."""
+        return bool(torch.isfinite(value.detach()).all())
+
+    def gradient_norm(self) -> torch.Tensor:
+        """The global L2 norm of the task's gradients (0 when there are none)."""
+        gradients = [parameter.grad for parameter in self.task.parameters() if parameter.grad is not None]
+        return torch.nn.utils.get_total_norm(gradients) if gradients else torch.zeros(())
+
+    def skip_update(self, batch: Any, what: str) -> None:
+        """Drop this batch's update (``on_nonfinite="skip"``): no optimizer step, no scheduler
+        step, gradients cleared; counted in the train state and logged with the batch's
+        utterance ids. ``nonfinite_patience`` consecutive skips stop the run."""
+        state = self.state
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped_update = True
+        state.skipped_batches += 1
+        state.consecutive_skips += 1
+        ids = getattr(batch, "ids", None)
+        ids = list(ids) if isinstance(ids, (list, tuple)) else []  # a speech batch's utterance ids
+        where = f"after step {state.global_step} (epoch {state.epoch + 1})"
+        utterances = f"; utterances {', '.join(map(str, ids[:8]))}{' ...' if len(ids) > 8 else ''}" if ids else ""
+        if state.consecutive_skips >= self.nonfinite_patience:
+            raise NonFiniteLoss(
+                f"the training {what} was NaN or infinite for {state.consecutive_skips} batches in a row, the last "
+                f"{where}{utterances}: the model diverged. Lower the learning rate (optimizer.lr), clip gradients "
+                "(trainer.clip_grad_norm), or look for bad data (cadence data check MANIFEST)"
+            )
+        self.logger.warning("skipped a batch %s: its %s is NaN or infinite%s (%d in a row, %d skipped in all)",
+                            where, what, utterances, state.consecutive_skips, state.skipped_batches)
 
     def evaluate_batch(self, batch: Any) -> StepOutput:
         return self.task.validation_step(batch)
