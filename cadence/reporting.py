@@ -27,7 +27,8 @@ class EpochSums:
     """
 
     def __init__(self) -> None:
-        self.sums = {"loss": torch.zeros(()), "window_loss": torch.zeros(()), "batches": torch.zeros((), dtype=torch.int64)}
+        self.sums = {"loss": torch.zeros(()), "window_loss": torch.zeros(()), "batches": torch.zeros((), dtype=torch.int64),
+                     "window_batches": torch.zeros((), dtype=torch.int64)}
 
     def to(self, device: torch.device) -> None:
         self.sums = {name: value.to(device) for name, value in self.sums.items()}
@@ -37,15 +38,20 @@ class EpochSums:
         self.sums["loss"] += loss
         self.sums["window_loss"] += loss
         self.sums["batches"] += 1
+        self.sums["window_batches"] += 1
         for name, value in losses.items():
             # Named parts (e.g. ctc and attention) get epoch means of their own: train/loss_<name>.
             part = f"loss_{name}"
             self.sums[part] = self.sums.get(part, torch.zeros((), device=loss.device)) + value.detach()
 
     def window_mean(self, steps: int) -> float:
-        """The mean loss of the last ``steps`` steps; starts the next window. ``.item()`` waits for the device."""
-        mean = self.sums["window_loss"].item() / steps
+        """The mean loss of the batches since the last call (``steps`` of them when a checkpoint
+        from before they were counted was restored); starts the next window. ``.item()`` waits
+        for the device."""
+        counted = int(self.sums["window_batches"])
+        mean = self.sums["window_loss"].item() / (counted if counted > 0 else steps)
         self.sums["window_loss"].zero_()
+        self.sums["window_batches"].zero_()
         return mean
 
     def means(self, split: str) -> dict[str, float]:
@@ -70,6 +76,8 @@ class EpochSums:
         device = self.sums["loss"].device
         for name, value in state.items():
             self.sums[name] = value.to(device)
+        if "window_batches" not in state:  # saved before batches were counted: window_mean takes the steps
+            self.sums["window_batches"] = torch.zeros((), dtype=torch.int64, device=device)
 
 
 def learning_rate_logs(optimizer) -> dict[str, float]:

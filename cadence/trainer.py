@@ -74,6 +74,8 @@ class Trainer:
         restore_best: at the end of fit, load the best weights back before testing.
         experiment: where logs, metrics, TensorBoard curves and checkpoints go (optional).
         checkpoint_policy: when checkpoints are saved and which are kept (with an experiment).
+        accumulate_batches: batches whose gradients make one update (one optimizer and
+            schedule step), weighted by batch size: the update of one batch as large as all of them.
         on_nonfinite: what a NaN or infinite training loss or gradient norm does. "error" (the
             default) stops the run with one line, having saved nothing after the last finite step
             (checked where the loop waits for the device anyway); "skip" checks every step (a wait
@@ -103,6 +105,7 @@ class Trainer:
         experiment: Experiment | None = None,
         log_every: PositiveInt = 50,
         progress_bar: bool = True,
+        accumulate_batches: PositiveInt = 1,
         on_nonfinite: Literal["error", "skip"] = "error",
         nonfinite_patience: PositiveInt = 10,
         checkpoint_policy: CheckpointPolicy = CheckpointPolicy(),
@@ -135,6 +138,7 @@ class Trainer:
         self.progress_bar = progress_bar
         if on_nonfinite not in ("error", "skip"):
             raise ValueError(f"on_nonfinite must be 'error' or 'skip', got {on_nonfinite!r}")
+        self.accumulate_batches = accumulate_batches
         self.on_nonfinite = on_nonfinite
         self.nonfinite_patience = nonfinite_patience
         self.config = config
@@ -151,6 +155,7 @@ class Trainer:
         self.pending_resume: Path | None = None  # set by trainer_from_checkpoint; used by the next fit
         self.resumed_from: Path | None = None
         self.skipped_update = False  # whether the batch being trained had its update dropped
+        self.window = UpdateWindow()  # the batches whose gradients the next update takes
         self.evaluated_batches: int | None = None  # batches of the last evaluation (None: a subclass's own)
         self._loss_finite_until = 0  # the step up to which every training loss was finite
         self.check_monitored_keys()
@@ -249,8 +254,10 @@ class Trainer:
     def train_epoch(self) -> bool:
         """Train the epoch's batches that the train loader has not given yet; False if stopped inside it.
 
-        A stop that comes on the epoch's last batch lets the epoch finish (validation, epoch-end
-        checkpoint), exactly as a run that goes on would.
+        With ``accumulate_batches`` k, each update takes the gradients of k batches (the last
+        window of an epoch may be shorter); stops and saves happen between updates only, so a
+        checkpoint never holds half a window. A stop that comes on the epoch's last batch lets
+        the epoch finish (validation, epoch-end checkpoint), exactly as a run that goes on would.
         """
         state = self.state
         self.task.train()
@@ -261,37 +268,68 @@ class Trainer:
             batch = move_to_device(batch, self.device)
             self.call_hook("on_batch_start", batch)
             output = self.training_step(batch)
+            last_batch = batches_left(loader) == 0
             if self.on_nonfinite == "skip" and not self.finite(output.loss):
                 self.skip_update(batch, "loss")
             else:
-                output.loss.backward()
+                self.accumulate(output)
+                if self.window.batches < self.accumulate_batches and not last_batch:
+                    continue  # the update waits for the window's other batches
                 self.call_hook("on_after_backward")
                 self.clip_gradients()
                 if self.on_nonfinite == "skip" and not self.finite(self.gradient_norm()):
                     self.skip_update(batch, "gradient norm")
             if self.skipped_update:
                 self.skipped_update = False
-                last_batch = batches_left(loader) == 0
                 if self.should_stop() and not last_batch:
                     return False
                 continue  # no step was taken: nothing to count, log or save
-            state.consecutive_skips = 0
-            self.optimizer_step()
-            state.global_step += 1
-            self.epoch_sums.add(output.loss, output.losses)
-            self.maybe_update_train_metrics(output)
-            if state.global_step % self.log_every == 0:
-                self.check_loss_finite()
-                # .item() waits for the device: done once per log_every steps, not per step.
-                self.log({"train/loss": self.epoch_sums.window_mean(self.log_every), **self.learning_rate_logs()}, "train")
-            self.call_hook("on_batch_end", output)
-            last_batch = batches_left(loader) == 0
-            if self.should_stop() and not last_batch:
+            if not self.take_update(output, last_batch):
                 return False
-            self.maybe_save("step", last_batch=last_batch)
+        if self.window.batches:
+            # The loader ended inside a window (an iterable of unknown length, or loading stopped
+            # after a stop request): its batches are trained, so their update is taken.
+            last_batch = batches_left(loader) == 0 or not self.should_stop()
+            self.call_hook("on_after_backward")
+            self.clip_gradients()
+            if not self.take_update(self.window.output, last_batch):
+                return False
         # Without a stop the loader ran to the epoch's end; with one, loading may have ended
         # early (see until_stopped), and the epoch is finished only if its last batch was trained.
         return last_batch or not self.should_stop()
+
+    def accumulate(self, output: StepOutput) -> None:
+        """Back-propagate one batch's loss into the gradients of the update being gathered, and
+        count it (epoch sums, training metrics). With ``accumulate_batches`` > 1 each loss is
+        weighted by its batch size, and :meth:`optimizer_step` divides by the window's total: the
+        update of one batch as large as the window's batches together."""
+        if self.accumulate_batches == 1:
+            output.loss.backward()
+        else:
+            (output.loss * output.batch_size).backward()
+        self.window.add(output)
+        self.epoch_sums.add(output.loss, output.losses)
+        if self.train_metrics and output.predictions is not None:
+            for metric in self.train_metrics:
+                metric.update(output.predictions, output.targets)
+
+    def take_update(self, output: StepOutput, last_batch: bool) -> bool:
+        """The optimizer step of the gathered window, and what follows a step: counting, logging,
+        hooks, the stop decision and the step-boundary save. False when the run stops inside the epoch."""
+        state = self.state
+        state.consecutive_skips = 0
+        self.optimizer_step()
+        state.global_step += 1
+        self.maybe_log_train_metrics()
+        if state.global_step % self.log_every == 0:
+            self.check_loss_finite()
+            # .item() waits for the device: done once per log_every steps, not per step.
+            self.log({"train/loss": self.epoch_sums.window_mean(self.log_every), **self.learning_rate_logs()}, "train")
+        self.call_hook("on_batch_end", output)
+        if self.should_stop() and not last_batch:
+            return False
+        self.maybe_save("step", last_batch=last_batch)
+        return True
 
     def until_stopped(self, batches: Iterable) -> Iterator[Any]:
         """``batches``, ending quietly when loading fails after a stop: a SIGTERM sent to the
@@ -325,6 +363,11 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(parameters, self.clip_grad_norm)
 
     def optimizer_step(self) -> None:
+        if self.window.batches and self.accumulate_batches > 1:
+            # Gradients of size-weighted losses: divided by the window's size, one large batch's.
+            gradients = [parameter.grad for parameter in self.task.parameters() if parameter.grad is not None]
+            torch._foreach_div_(gradients, float(self.window.examples))
+        self.window.clear()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.scheduler is not None and self.scheduler_interval == "step" and not is_plateau_scheduler(self.scheduler):
@@ -346,6 +389,7 @@ class Trainer:
         utterance ids. ``nonfinite_patience`` consecutive skips stop the run."""
         state = self.state
         self.optimizer.zero_grad(set_to_none=True)
+        self.window.clear()  # the window's other batches go with it: their gradients were cleared
         self.skipped_update = True
         state.skipped_batches += 1
         state.consecutive_skips += 1
@@ -390,11 +434,10 @@ class Trainer:
         self.logger.info("test: %s", format_metrics(metrics))
         return metrics
 
-    def maybe_update_train_metrics(self, output: StepOutput) -> None:
-        if not self.train_metrics or output.predictions is None:
+    def maybe_log_train_metrics(self) -> None:
+        """Every ``train_metrics_every`` steps, the training metrics of the batches since the last time."""
+        if not self.train_metrics:
             return
-        for metric in self.train_metrics:
-            metric.update(output.predictions, output.targets)
         if self.state.global_step % self.train_metrics_every == 0:
             values = {}
             for metric in self.train_metrics:
@@ -693,3 +736,18 @@ def check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
                     raise CheckpointError(
                         f"the optimizer's {name} has shape {list(value.shape)} for a parameter of shape {list(parameter.shape)}"
                     )
+
+
+class UpdateWindow:
+    """The batches gathered for the next update: how many, how many examples, the last output."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def add(self, output: StepOutput) -> None:
+        self.batches += 1
+        self.examples += output.batch_size
+        self.output = output
+
+    def clear(self) -> None:
+        self.batches, self.examples, self.output = 0, 0, None
