@@ -173,8 +173,8 @@ def refusing_booleans(annotation: Any) -> Any:
     if origin is Annotated:
         # Last among the constraints, so the check runs before the number type converts.
         base, metadata = annotation.__origin__, annotation.__metadata__
-        if base is int or base is float:
-            return Annotated[(base, *metadata, NOT_BOOLEAN)]
+        if base is int or base is float:  # the aliases of cadence.bounds carry the check already
+            return annotation if NOT_BOOLEAN in metadata else Annotated[(base, *metadata, NOT_BOOLEAN)]
         return Annotated[(refusing_booleans(base), *metadata)]
     arguments = typing.get_args(annotation)
     if origin not in _CONTAINERS or not arguments:

@@ -55,6 +55,13 @@ TRAINER_OBJECTS = (
 
 
 @functools.lru_cache(maxsize=None)
+def settings_section_schema(settings_class: type) -> type[pydantic.BaseModel]:
+    """The schema of a section holding one settings object's arguments (``checkpoint``:
+    :class:`~cadence.checkpoint.retention.CheckpointPolicy`), made once per class."""
+    return schema_from_signature(settings_class)
+
+
+@functools.lru_cache(maxsize=None)
 def trainer_section_schema(trainer_class: type) -> type[pydantic.BaseModel]:
     """The ``trainer`` section: the Trainer's own arguments (bounds included, from its
     annotations) and the process settings of :func:`~cadence.runtime.process.apply_process_settings`."""
@@ -280,7 +287,7 @@ class _Recipe:
 
     def settings(self, path: str, settings: Any) -> dict | None:
         """A section whose schema is the signature of the settings object's own class."""
-        schema = schema_from_signature(type(settings))
+        schema = settings_section_schema(type(settings))
         return self.validated(path, schema, {name: getattr(settings, name) for name in schema.model_fields})
 
     def validated(self, path: str, schema: type[pydantic.BaseModel], parameters: dict[str, Any]) -> dict[str, Any]:

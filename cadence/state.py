@@ -31,31 +31,36 @@ class TrainState:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Put back a saved state; a field of the wrong type (a damaged or crafted checkpoint) is a
         ``TypeError`` naming it, before anything changes."""
-        for field in dataclasses.fields(self):
-            if field.name in state and not _has_type(state[field.name], _FIELD_TYPES[field.name]):
-                raise TypeError(f"trainer_state.{field.name} is {state[field.name]!r}, not {_FIELD_TYPES[field.name]}")
+        for name, value in state.items():
+            check = _FIELD_CHECKS.get(name)
+            if check is not None and not check[0](value):
+                raise TypeError(f"trainer_state.{name} is {value!r}, not {check[1]}")
         for field in dataclasses.fields(self):
             if field.name in state:
                 setattr(self, field.name, state[field.name])
 
 
-# The types each field may hold (ints are floats too, as JSON has them).
-_FIELD_TYPES = {
-    "epoch": "int", "global_step": "int", "best_value": "float or null", "best_epoch": "int or null",
-    "best_checkpoint": "str or null", "should_stop": "bool", "history": "list of dicts",
-    "skipped_batches": "int", "consecutive_skips": "int",
+def _count(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _optional(check: Any) -> Any:
+    return lambda value: value is None or check(value)
+
+
+def _checkpoint_name(value: Any) -> bool:  # a folder name beside the others, never a path
+    return type(value) is str and "/" not in value and not value.startswith(".")
+
+
+# What each saved field may hold, and how to say it (JSON gives ints where floats were saved).
+_FIELD_CHECKS = {
+    "epoch": (_count, "an integer >= 0"),
+    "global_step": (_count, "an integer >= 0"),
+    "best_value": (_optional(lambda value: type(value) in (int, float)), "a number or null"),
+    "best_epoch": (_optional(_count), "an integer >= 0 or null"),
+    "best_checkpoint": (_optional(_checkpoint_name), "a checkpoint folder name or null"),
+    "should_stop": (lambda value: type(value) is bool, "true or false"),
+    "history": (lambda value: type(value) is list and all(type(entry) is dict for entry in value), "a list of objects"),
+    "skipped_batches": (_count, "an integer >= 0"),
+    "consecutive_skips": (_count, "an integer >= 0"),
 }
-
-
-def _has_type(value: Any, kind: str) -> bool:
-    if value is None:
-        return kind.endswith("or null")
-    if kind.startswith("int"):
-        return type(value) is int and value >= 0
-    if kind.startswith("float"):
-        return type(value) in (int, float)
-    if kind.startswith("str"):
-        return type(value) is str and "/" not in value and not value.startswith(".")
-    if kind == "bool":
-        return type(value) is bool
-    return type(value) is list and all(type(entry) is dict for entry in value)

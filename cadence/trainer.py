@@ -154,7 +154,6 @@ class Trainer:
         self.data: Any = None  # a DataBundle, when rebuilt by cadence.trainer_from_checkpoint
         self.pending_resume: Path | None = None  # set by trainer_from_checkpoint; used by the next fit
         self.resumed_from: Path | None = None
-        self.skipped_update = False  # whether the batch being trained had its update dropped
         self.window = UpdateWindow()  # the batches whose gradients the next update takes
         self.evaluated_batches: int | None = None  # batches of the last evaluation (None: a subclass's own)
         self._loss_finite_until = 0  # the step up to which every training loss was finite
@@ -270,35 +269,37 @@ class Trainer:
             output = self.training_step(batch)
             last_batch = batches_left(loader) == 0
             if self.on_nonfinite == "skip" and not self.finite(output.loss):
-                self.skip_update(batch, "loss")
+                self.skip_update(batch, "loss")  # no step was taken: nothing to count, log or save
+                going_on = not (self.should_stop() and not last_batch)
             else:
-                self.accumulate(output)
+                self.accumulate(output, batch)
                 if self.window.batches < self.accumulate_batches and not last_batch:
                     continue  # the update waits for the window's other batches
-                self.call_hook("on_after_backward")
-                self.clip_gradients()
-                if self.on_nonfinite == "skip" and not self.finite(self.gradient_norm()):
-                    self.skip_update(batch, "gradient norm")
-            if self.skipped_update:
-                self.skipped_update = False
-                if self.should_stop() and not last_batch:
-                    return False
-                continue  # no step was taken: nothing to count, log or save
-            if not self.take_update(output, last_batch):
+                going_on = self.finish_window(last_batch)
+            if not going_on:
                 return False
         if self.window.batches:
             # The loader ended inside a window (an iterable of unknown length, or loading stopped
             # after a stop request): its batches are trained, so their update is taken.
             last_batch = batches_left(loader) == 0 or not self.should_stop()
-            self.call_hook("on_after_backward")
-            self.clip_gradients()
-            if not self.take_update(self.window.output, last_batch):
+            if not self.finish_window(last_batch):
                 return False
         # Without a stop the loader ran to the epoch's end; with one, loading may have ended
         # early (see until_stopped), and the epoch is finished only if its last batch was trained.
         return last_batch or not self.should_stop()
 
-    def accumulate(self, output: StepOutput) -> None:
+    def finish_window(self, last_batch: bool) -> bool:
+        """Close the gathered window: the hooks after backward, clipping, then its update (or, with
+        ``on_nonfinite="skip"`` and a NaN or infinite gradient norm, none). False when the run
+        stops inside the epoch."""
+        self.call_hook("on_after_backward")
+        self.clip_gradients()
+        if self.on_nonfinite == "skip" and not self.finite(self.gradient_norm()):
+            self.skip_update(self.window.batch, "gradient norm")
+            return not (self.should_stop() and not last_batch)
+        return self.take_update(self.window.output, last_batch)
+
+    def accumulate(self, output: StepOutput, batch: Any) -> None:
         """Back-propagate one batch's loss into the gradients of the update being gathered, and
         count it (epoch sums, training metrics). With ``accumulate_batches`` > 1 each loss is
         weighted by its batch size, and :meth:`optimizer_step` divides by the window's total: the
@@ -307,7 +308,7 @@ class Trainer:
             output.loss.backward()
         else:
             (output.loss * output.batch_size).backward()
-        self.window.add(output)
+        self.window.add(output, batch)
         self.epoch_sums.add(output.loss, output.losses)
         if self.train_metrics and output.predictions is not None:
             for metric in self.train_metrics:
@@ -390,7 +391,6 @@ class Trainer:
         state = self.state
         self.optimizer.zero_grad(set_to_none=True)
         self.window.clear()  # the window's other batches go with it: their gradients were cleared
-        self.skipped_update = True
         state.skipped_batches += 1
         state.consecutive_skips += 1
         ids = getattr(batch, "ids", None)
@@ -398,11 +398,8 @@ class Trainer:
         where = f"after step {state.global_step} (epoch {state.epoch + 1})"
         utterances = f"; utterances {', '.join(map(str, ids[:8]))}{' ...' if len(ids) > 8 else ''}" if ids else ""
         if state.consecutive_skips >= self.nonfinite_patience:
-            raise NonFiniteLoss(
-                f"the training {what} was NaN or infinite for {state.consecutive_skips} batches in a row, the last "
-                f"{where}{utterances}: the model diverged. Lower the learning rate (optimizer.lr), clip gradients "
-                "(trainer.clip_grad_norm), or look for bad data (cadence data check MANIFEST)"
-            )
+            raise diverged(f"the training {what} was NaN or infinite for {state.consecutive_skips} batches in a row, "
+                           f"the last {where}{utterances}: the model diverged")
         self.logger.warning("skipped a batch %s: its %s is NaN or infinite%s (%d in a row, %d skipped in all)",
                             where, what, utterances, state.consecutive_skips, state.skipped_batches)
 
@@ -641,11 +638,8 @@ class Trainer:
                   if not isinstance(parameter, nn.parameter.UninitializedParameter) and parameter.numel()]
         if not finite or bool(torch.stack(finite).all()):
             return
-        raise NonFiniteLoss(
-            f"the model's weights became NaN or infinite by step {self.state.global_step}: the model diverged; nothing was "
-            "saved after it. "
-            "Lower the learning rate (optimizer.lr) or the weight decay, or clip gradients (trainer.clip_grad_norm)"
-        )
+        raise diverged(f"the model's weights became NaN or infinite by step {self.state.global_step}: the model "
+                       "diverged; nothing was saved after it")
 
     def check_validation_loss_finite(self, metrics: dict[str, float]) -> None:
         """Stop with an error when the validation loss is NaN or infinite: finite weights whose
@@ -653,11 +647,8 @@ class Trainer:
         value = metrics.get("val/loss")
         if value is None or math.isfinite(value) or self.evaluated_batches == 0:
             return  # finite, or NaN because the validation data gave no batch (nothing to judge)
-        raise NonFiniteLoss(
-            f"the validation loss is {value} after epoch {self.state.epoch + 1} (step {self.state.global_step}): the model "
-            "diverged; nothing was saved after it. Lower the learning rate (optimizer.lr) or the weight decay, or clip "
-            "gradients (trainer.clip_grad_norm)"
-        )
+        raise diverged(f"the validation loss is {value} after epoch {self.state.epoch + 1} (step {self.state.global_step}): "
+                       "the model diverged; nothing was saved after it")
 
     def check_loss_finite(self) -> None:
         """Stop with an error once a training loss was NaN or infinite. Checked where the loop
@@ -666,12 +657,8 @@ class Trainer:
         if self.epoch_sums.loss_finite():  # the epoch's running sum keeps a NaN or an infinity
             self._loss_finite_until = self.state.global_step
             return
-        raise NonFiniteLoss(
-            f"the training loss became NaN or infinite between steps {self._loss_finite_until + 1} and "
-            f"{self.state.global_step}: the model diverged; nothing was saved after step {self._loss_finite_until}. "
-            "Lower the learning rate (optimizer.lr), clip gradients (trainer.clip_grad_norm), or look for bad data "
-            "(cadence data check MANIFEST)"
-        )
+        raise diverged(f"the training loss became NaN or infinite between steps {self._loss_finite_until + 1} and "
+                       f"{self.state.global_step}: the model diverged; nothing was saved after step {self._loss_finite_until}")
 
     def save_checkpoint(self, monitor_value: float | None = None) -> Path | None:
         """Write a checkpoint of this moment, then apply retention (see :meth:`maybe_save`)."""
@@ -726,6 +713,12 @@ class Trainer:
         return results_summary(self.state, self.monitor, self.mode, test_metrics, self.test_reports, wall_time, final)
 
 
+def diverged(what: str) -> NonFiniteLoss:
+    """The error of a run that went NaN or infinite: ``what`` happened, and what to try."""
+    return NonFiniteLoss(f"{what}. Lower the learning rate (optimizer.lr) or the weight decay, clip gradients "
+                         "(trainer.clip_grad_norm), or look for bad data (cadence data check MANIFEST)")
+
+
 def check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
     """Refuse an optimizer state whose per-parameter tensors (moments, momentum) do not have their
     parameter's shape: torch loads them as they are, and the first step would fail."""
@@ -739,15 +732,15 @@ def check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
 
 
 class UpdateWindow:
-    """The batches gathered for the next update: how many, how many examples, the last output."""
+    """The batches gathered for the next update: how many, how many examples, the last one and its output."""
 
     def __init__(self) -> None:
         self.clear()
 
-    def add(self, output: StepOutput) -> None:
+    def add(self, output: StepOutput, batch: Any) -> None:
         self.batches += 1
         self.examples += output.batch_size
-        self.output = output
+        self.output, self.batch = output, batch
 
     def clear(self) -> None:
-        self.batches, self.examples, self.output = 0, 0, None
+        self.batches, self.examples, self.output, self.batch = 0, 0, None, None

@@ -109,3 +109,22 @@ def test_the_policy_is_a_recipe_key_with_its_values_checked(capsys):
     assert "on_nonfinite: skip" in capsys.readouterr().out
     assert main(["train", digits, "trainer.on_nonfinite=ignore", "--print-config"]) == 2
     assert "trainer.on_nonfinite" in capsys.readouterr().err
+
+
+class Unsized:
+    """An iterable of unknown length: the end of an epoch is only seen when it ends."""
+
+    def __init__(self, data: list[Batch]):
+        self.data = data
+
+    def __iter__(self):
+        return iter(self.data)
+
+
+def test_a_window_the_loader_ends_inside_is_checked_too():
+    data = batches(7)  # windows of 2: the last holds batch 6 alone, and its gradient is NaN
+    skipped = train(PoisonedTask({"utt6-0"}, gradient_only=True), Unsized(data), on_nonfinite="skip", accumulate_batches=2)
+    without = train(PoisonedTask(set()), Unsized(data[:6]), accumulate_batches=2)
+    assert skipped.state.skipped_batches == 2 and skipped.state.global_step == without.state.global_step == 6
+    for name, value in skipped.task.state_dict().items():
+        assert torch.equal(value, without.task.state_dict()[name]), name

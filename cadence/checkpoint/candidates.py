@@ -22,28 +22,15 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from cadence.checkpoint.checkpointer import Checkpointer, listing
-from cadence.checkpoint.format import MANIFEST_FILE, load_checkpoint, peek_metadata
-from cadence.checkpoint.retention import best_first
+from cadence.checkpoint.checkpointer import checkpoints_folder, checkpoints_in_order, warn_about_unfinished
+from cadence.checkpoint.format import MANIFEST_FILE, load_checkpoint
 from cadence.errors import CheckpointError
 
-__all__ = ["checkpoints_in_order", "use_first_that_fits"]
+__all__ = ["use_first_that_fits"]
 
 logger = logging.getLogger("cadence")
 
 Result = TypeVar("Result")
-
-
-def checkpoints_in_order(folder: Path, best: bool) -> list[Path]:
-    """The checkpoints of a ``checkpoints/`` folder to try: newest first, or (``best``) those with
-    a monitored value best first by the run's mode, then the others newest first. Unverified."""
-    newest_first = list(reversed(Checkpointer(folder).list()))
-    if not best:
-        return newest_first
-    mode = next((metadata["mode"] for metadata in map(peek_metadata, newest_first)
-                 if isinstance(metadata, dict) and metadata.get("mode") in ("min", "max")), "min")
-    ranked = [folder / entry.name for entry in best_first(listing(Checkpointer(folder)), mode)]
-    return ranked + [path for path in newest_first if path not in ranked]
 
 
 def use_first_that_fits(
@@ -53,18 +40,14 @@ def use_first_that_fits(
     and that ``use`` accepts (``use`` raises :class:`CheckpointError` for a state that does not fit).
 
     ``path``: a checkpoint folder (used alone), or an experiment or ``checkpoints/`` folder
-    (tried in the order of :func:`checkpoints_in_order`; each one skipped is a warning).
+    (tried in the order of :func:`~cadence.checkpoint.checkpointer.checkpoints_in_order`; each one skipped is a warning).
     """
     path = Path(path)
     if (path / MANIFEST_FILE).is_file():
         state, metadata = load_checkpoint(path)
         return path, _used(use, path, state, metadata)
-    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    if not folder.is_dir():
-        raise CheckpointError(f"{path}: no checkpoint or experiment folder here; give an experiment folder or a checkpoint folder")
-    for entry in sorted(folder.iterdir()):
-        if entry.is_dir() and not entry.name.startswith(".") and not (entry / MANIFEST_FILE).is_file():
-            logger.warning("skipping damaged checkpoint %s: it has no %s (lost, or never completed)", entry, MANIFEST_FILE)
+    folder = checkpoints_folder(path)
+    warn_about_unfinished(folder)
     problems = []
     for candidate in checkpoints_in_order(folder, best):
         try:

@@ -25,7 +25,10 @@ from cadence.checkpoint.retention import CheckpointEntry, best_first
 from cadence.errors import CheckpointError
 from cadence.runtime.files import writing
 
-__all__ = ["Checkpointer", "checkpoint_name", "find_best_checkpoint", "find_checkpoint", "listing"]
+__all__ = [
+    "Checkpointer", "checkpoint_name", "checkpoints_folder", "checkpoints_in_order", "find_best_checkpoint", "find_checkpoint",
+    "listing", "warn_about_unfinished",
+]
 
 
 def checkpoint_name(global_step: int) -> str:
@@ -103,14 +106,8 @@ class Checkpointer:
         """The newest checkpoint that verifies; damaged newer ones are skipped with a warning
         (and added to ``damaged``, when given, so that a caller looking further warns no more)."""
         damaged = set() if damaged is None else damaged
-        for entry in sorted(self.directory.iterdir()) if self.directory.is_dir() else []:
-            if entry.is_dir() and not entry.name.startswith(".") and not (entry / MANIFEST_FILE).is_file():
-                logger.warning("skipping damaged checkpoint %s: it has no %s (lost, or never completed)", entry, MANIFEST_FILE)
-                damaged.add(entry)
-        for path in reversed(self.list()):
-            if is_valid(path, damaged):
-                return path
-        return None
+        warn_about_unfinished(self.directory, damaged)
+        return next((path for path in checkpoints_in_order(self.directory, best=False) if is_valid(path, damaged)), None)
 
     def delete(self, name: str) -> None:
         """Remove a checkpoint at once (renamed away first), never leaving half of one."""
@@ -173,8 +170,12 @@ class Checkpointer:
 def listing(checkpointer: Checkpointer) -> list[CheckpointEntry]:
     """Each readable checkpoint's ``(name, global_step, monitored value)``, oldest first, read
     from the manifests without hashing the files (retention runs after every save)."""
+    return _entries(checkpointer.manifests())
+
+
+def _entries(manifests: list[tuple[Path, dict | None]]) -> list[CheckpointEntry]:
     entries = []
-    for path, metadata in checkpointer.manifests():
+    for path, metadata in manifests:
         if metadata is None:
             continue  # damaged: left alone, and skipped when resuming
         value, step = metadata.get("monitor_value"), metadata.get("global_step")
@@ -202,6 +203,38 @@ def _problem(error: CheckpointError, path: Path) -> str:
     return str(error).removeprefix(f"checkpoint {path}: ")
 
 
+def checkpoints_in_order(folder: Path, best: bool) -> list[Path]:
+    """The checkpoints of a ``checkpoints/`` folder in the order to try them, unverified: newest
+    first; or (``best``) those with a monitored value best first by the run's mode (ties to the
+    earliest), then the others newest first. Each manifest is read once."""
+    found = Checkpointer(folder).manifests()
+    newest_first = [path for path, _ in reversed(found)]
+    if not best:
+        return newest_first
+    mode = next((metadata["mode"] for _, metadata in reversed(found)
+                 if isinstance(metadata, dict) and metadata.get("mode") in ("min", "max")), "min")
+    ranked = [folder / entry.name for entry in best_first(_entries(found), mode)]
+    return ranked + [path for path in newest_first if path not in ranked]
+
+
+def checkpoints_folder(path: str | Path) -> Path:
+    """The ``checkpoints/`` folder of an experiment folder, or ``path`` itself when it is one."""
+    path = Path(path)
+    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    if not folder.is_dir():
+        raise CheckpointError(f"{path}: no checkpoint or experiment folder here; give an experiment folder or a checkpoint folder")
+    return folder
+
+
+def warn_about_unfinished(folder: Path, damaged: set[Path] | None = None) -> None:
+    """A warning for each folder in ``folder`` without a manifest (a save that never finished)."""
+    for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if entry.is_dir() and not entry.name.startswith(".") and not (entry / MANIFEST_FILE).is_file():
+            logger.warning("skipping damaged checkpoint %s: it has no %s (lost, or never completed)", entry, MANIFEST_FILE)
+            if damaged is not None:
+                damaged.add(entry)
+
+
 def find_checkpoint(path: str | Path, damaged: set[Path] | None = None) -> Path:
     """A checkpoint folder, or the newest valid one in an experiment or ``checkpoints/`` folder.
 
@@ -209,19 +242,7 @@ def find_checkpoint(path: str | Path, damaged: set[Path] | None = None) -> Path:
     when given); when none is valid, a :class:`CheckpointError` says so (a run never silently
     starts from scratch).
     """
-    path = Path(path)
-    if (path / MANIFEST_FILE).is_file():
-        return path
-    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    if not folder.is_dir():
-        raise CheckpointError(f"{path}: no checkpoint or experiment folder here; give an experiment folder or a checkpoint folder")
-    found = Checkpointer(folder).latest(damaged)
-    if found is None:
-        raise CheckpointError(
-            f"{folder}: no valid checkpoint to resume from (none, or every one is damaged; see the warnings above). "
-            "Start a new run, or restore a checkpoint from a backup"
-        )
-    return found
+    return _first_valid(path, best=False, damaged=set() if damaged is None else damaged)
 
 
 def find_best_checkpoint(path: str | Path) -> Path:
@@ -231,17 +252,22 @@ def find_best_checkpoint(path: str | Path) -> Path:
     the model the run kept as best and tested, not whatever epoch came last. Without any
     monitored value (no validation), the newest valid checkpoint.
     """
+    return _first_valid(path, best=True, damaged=set())  # each damaged checkpoint is warned about once
+
+
+def _first_valid(path: str | Path, best: bool, damaged: set[Path]) -> Path:
     path = Path(path)
     if (path / MANIFEST_FILE).is_file():
         return path
-    damaged: set[Path] = set()  # each damaged checkpoint is warned about once
-    newest = find_checkpoint(path, damaged)
-    mode = (peek_metadata(newest) or {}).get("mode", "min")  # newest was verified just now
-    for entry in best_first(listing(Checkpointer(newest.parent)), mode):
-        candidate = newest.parent / entry.name
-        if candidate == newest or is_valid(candidate, damaged):
-            return candidate
-    return newest
+    folder = checkpoints_folder(path)
+    warn_about_unfinished(folder, damaged)
+    found = next((candidate for candidate in checkpoints_in_order(folder, best) if is_valid(candidate, damaged)), None)
+    if found is None:
+        raise CheckpointError(
+            f"{folder}: no valid checkpoint to resume from (none, or every one is damaged; see the warnings above). "
+            "Start a new run, or restore a checkpoint from a backup"
+        )
+    return found
 
 
 def _as_float(value: Any) -> float | None:

@@ -42,9 +42,8 @@ __all__ = ["Built", "build", "build_data", "build_features", "build_metrics", "b
 
 @dataclasses.dataclass
 class Built:
-    trainer: Trainer
+    trainer: Trainer  # its config is the resolved config, every fact of the data filled in
     data: DataBundle
-    resolved: dict[str, Any]
 
 
 def import_user_modules(imports: list[str], recipe_directory: Path | None) -> list[ModuleType]:
@@ -181,4 +180,4 @@ def build(
             config=resolved,
             **recipe.trainer_arguments(),
         )
-    return Built(trainer=trainer, data=data, resolved=resolved)
+    return Built(trainer=trainer, data=data)

@@ -31,8 +31,7 @@ from cadence.config import components  # noqa: F401  (registers the built-in com
 from cadence.config.schema import ComponentConfig, RecipeConfig, format_validation_error
 from cadence.errors import ConfigError
 from cadence.registry import CALLBACKS, DATASETS, FEATURES, METRICS, MODELS, OPTIMIZERS, SCHEDULERS, TASKS, Registry
-from cadence.registry import schema_from_signature
-from cadence.run_record import trainer_section_schema
+from cadence.run_record import settings_section_schema, trainer_section_schema
 from cadence.runtime.process import PROCESS_SETTINGS
 from cadence.trainer import Trainer
 
@@ -130,7 +129,7 @@ class ResolvedRecipe:
 def resolve(config: RecipeConfig) -> ResolvedRecipe:
     """Validate every section of ``config`` once; the parameters the data will give may be left out."""
     trainer = _validated("trainer", trainer_section_schema(Trainer), config.trainer.parameters())
-    checkpoint = _validated("checkpoint", schema_from_signature(CheckpointPolicy), config.checkpoint.parameters())
+    checkpoint = _validated("checkpoint", settings_section_schema(CheckpointPolicy), config.checkpoint.parameters())
     components = {}
     for section in REGISTRIES:
         value = getattr(config, section)

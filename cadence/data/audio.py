@@ -43,7 +43,7 @@ import os
 import struct
 import threading
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 import soundfile
@@ -179,12 +179,13 @@ def _next_chunk_start(file, end: int, size: int) -> int:
     return end if name[:1] != b"\0" and _is_chunk_id(name) else end + 1
 
 
-def read_wav_data_chunk(path: str | Path) -> WavDataChunk | None:
+def read_wav_data_chunk(path: str | Path | BinaryIO) -> WavDataChunk | None:
     """The ``data`` chunk of a WAV file (RIFF, RIFX, RF64 or BW64), read from the header alone.
 
     None for other formats (FLAC, OGG, ...), a header without a data chunk, or a size that is
     a streaming writer's placeholder (0 or all ones). Reads a few bytes per chunk, never the
-    audio; raises ``OSError`` when the file cannot be opened.
+    audio; raises ``OSError`` when the file cannot be opened. ``path`` may be a file already
+    open for reading in binary mode.
 
     >>> import tempfile, pathlib, numpy, soundfile
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "tone.wav"
@@ -195,33 +196,40 @@ def read_wav_data_chunk(path: str | Path) -> WavDataChunk | None:
     >>> read_wav_data_chunk(path).describe()
     'its header declares 1600 bytes of audio data (0.100 s), the file holds 956 (0.060 s)'
     """
+    if not isinstance(path, (str, os.PathLike)):
+        return _data_chunk(path)
     with open(path, "rb") as file:
-        file_size = os.fstat(file.fileno()).st_size
-        riff = file.read(12)
-        if len(riff) < 12 or riff[:4] not in (b"RIFF", b"RIFX", b"RF64", b"BW64") or riff[8:] != b"WAVE":
-            return None
-        order = ">" if riff[:4] == b"RIFX" else "<"
-        data_size_64 = None  # RF64/BW64: the 'ds64' chunk holds the sizes over 4 GiB
-        byte_rate = 0
-        position = 12
-        for _ in range(_MAX_HEADER_CHUNKS):
-            file.seek(position)
-            header = file.read(8)
-            if len(header) < 8:
-                return None
-            name, size = header[:4], struct.unpack(order + "I", header[4:])[0]
-            if name == b"data":
-                declared = data_size_64 if size == 0xFFFFFFFF and data_size_64 is not None else size
-                if declared in _PLACEHOLDER_SIZES:
-                    return None
-                return WavDataChunk(declared, file_size - (position + 8), byte_rate)
-            body = file.read(min(size, 16))
-            if name == b"ds64" and len(body) >= 16:
-                data_size_64 = struct.unpack("<Q", body[8:16])[0]  # after the RIFF size
-            elif name == b"fmt " and len(body) >= 12:
-                byte_rate = struct.unpack(order + "I", body[8:12])[0]
-            position = _next_chunk_start(file, position + 8 + size, size)
+        return _data_chunk(file)
+
+
+def _data_chunk(file: BinaryIO) -> WavDataChunk | None:
+    file.seek(0)
+    file_size = os.fstat(file.fileno()).st_size
+    riff = file.read(12)
+    if len(riff) < 12 or riff[:4] not in (b"RIFF", b"RIFX", b"RF64", b"BW64") or riff[8:] != b"WAVE":
         return None
+    order = ">" if riff[:4] == b"RIFX" else "<"
+    data_size_64 = None  # RF64/BW64: the 'ds64' chunk holds the sizes over 4 GiB
+    byte_rate = 0
+    position = 12
+    for _ in range(_MAX_HEADER_CHUNKS):
+        file.seek(position)
+        header = file.read(8)
+        if len(header) < 8:
+            return None
+        name, size = header[:4], struct.unpack(order + "I", header[4:])[0]
+        if name == b"data":
+            declared = data_size_64 if size == 0xFFFFFFFF and data_size_64 is not None else size
+            if declared in _PLACEHOLDER_SIZES:
+                return None
+            return WavDataChunk(declared, file_size - (position + 8), byte_rate)
+        body = file.read(min(size, 16))
+        if name == b"ds64" and len(body) >= 16:
+            data_size_64 = struct.unpack("<Q", body[8:16])[0]  # after the RIFF size
+        elif name == b"fmt " and len(body) >= 12:
+            byte_rate = struct.unpack(order + "I", body[8:12])[0]
+        position = _next_chunk_start(file, position + 8 + size, size)
+    return None
 
 
 def check_audio_file(path: str | Path) -> None:
@@ -230,11 +238,17 @@ def check_audio_file(path: str | Path) -> None:
     (``truncated``; ``empty`` when it holds none). Reads the header only."""
     path = Path(path)
     try:
-        chunk = read_wav_data_chunk(path)
+        with open(path, "rb") as file:
+            _check_header(path, file)
     except FileNotFoundError:
         raise BadAudio(path, "not_found", "no such file") from None
     except OSError as error:
         raise cannot_open(path, error) from None
+
+
+def _check_header(path: Path, file: BinaryIO) -> None:
+    """:func:`check_audio_file` on the file already open."""
+    chunk = read_wav_data_chunk(file)
     if chunk is None or not chunk.is_cut_short:
         return
     if chunk.present <= 0:
@@ -251,18 +265,28 @@ def audio_header(path: str | Path, how_to_fix: str) -> soundfile._SoundFileInfo:
 
 
 def _read(path: Path, offset: float, duration: float | None) -> tuple[np.ndarray, int]:
-    """Samples ``[frames, channels]`` float32 of the segment, and the file's rate."""
+    """Samples ``[frames, channels]`` float32 of the segment, and the file's rate, after the
+    checks of :func:`check_audio_file`: the file is opened once for both."""
     try:
-        with soundfile.SoundFile(path) as audio_file:
+        with open(path, "rb") as file, soundfile.SoundFile(_header_checked(path, file), closefd=False) as audio_file:
             file_rate = audio_file.samplerate
             start = round(offset * file_rate)
             frames = -1 if duration is None else round(duration * file_rate)
             if start > 0:
                 audio_file.seek(min(start, audio_file.frames))
             return audio_file.read(frames, dtype="float32", always_2d=True), file_rate
+    except FileNotFoundError:
+        raise BadAudio(path, "not_found", "no such file") from None
     except (RuntimeError, OSError, ValueError) as error:
-        # soundfile raises LibsndfileError (a RuntimeError) for missing and malformed files.
+        # soundfile raises LibsndfileError (a RuntimeError) for malformed files.
         raise cannot_open(path, error) from None
+
+
+def _header_checked(path: Path, file: BinaryIO) -> int:
+    """The file's descriptor, rewound for libsndfile, once its header passed :func:`_check_header`."""
+    _check_header(path, file)
+    os.lseek(file.fileno(), 0, os.SEEK_SET)
+    return file.fileno()
 
 
 def _check_sample_values(path: Path, samples: np.ndarray, where: str) -> None:
@@ -314,7 +338,6 @@ def load_audio(
     if mono not in ("mix", "first", "error"):
         raise ValueError(f"mono must be 'mix', 'first' or 'error', got {mono!r}")
     path = Path(path)
-    check_audio_file(path)
     samples, file_rate = _read(path, offset, duration)
     where = f" at offset {offset} s" if offset else ""
     if samples.shape[0] == 0:

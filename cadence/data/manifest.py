@@ -44,7 +44,7 @@ import numpy as np
 
 from cadence.data.packed import PackedStrings
 from cadence.errors import DataError
-from cadence.runtime.files import file_sha256, strict_json, write_bytes_atomic
+from cadence.runtime.files import data_file_sha256, strict_json, write_bytes_atomic
 
 __all__ = [
     "Manifest",
@@ -194,11 +194,8 @@ def write_manifest(path: str | Path, entries: Iterable[ManifestEntry | Mapping[s
 
 
 def manifest_sha256(path: str | Path) -> str:
-    """Hex sha256 of the manifest's bytes (recorded in an experiment's provenance)."""
-    try:
-        return file_sha256(path)
-    except OSError as error:
-        raise DataError(f"{path}: cannot hash manifest ({error.strerror or error}); check the path") from None
+    """Hex sha256 of the manifest's bytes, as an experiment's provenance records it."""
+    return data_file_sha256(path)
 
 
 def write_labels(path: str | Path, names: Iterable[str]) -> None:

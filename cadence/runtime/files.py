@@ -34,10 +34,10 @@ from typing import Any, Iterator, TextIO
 
 import yaml
 
-from cadence.errors import StorageError
+from cadence.errors import DataError, StorageError
 
 __all__ = [
-    "STORAGE_ERRNOS", "config_hash", "file_sha256", "finite_or_none", "open_for_append", "refuse_symlink",
+    "STORAGE_ERRNOS", "config_hash", "data_file_sha256", "file_sha256", "finite_or_none", "open_for_append", "refuse_symlink",
     "storage_error", "strict_json", "to_yaml", "write_bytes_atomic", "write_json_atomic", "writing",
 ]
 
@@ -119,6 +119,14 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
             os.close(folder_descriptor)
     except OSError as error:
         raise storage_error(path, error) from error
+
+
+def data_file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a data file (a manifest), as provenance records it; a :class:`DataError` naming it."""
+    try:
+        return file_sha256(path)
+    except OSError as error:
+        raise DataError(f"{path}: cannot hash the data file ({error.strerror or error}); check the path") from None
 
 
 def file_sha256(path: str | Path) -> str:

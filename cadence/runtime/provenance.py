@@ -22,8 +22,7 @@ from typing import Any
 
 import torch
 
-from cadence.errors import DataError
-from cadence.runtime.files import file_sha256
+from cadence.runtime.files import data_file_sha256
 
 PACKAGES = ("cadence", "torch", "numpy", "soundfile", "soxr", "pyyaml", "pydantic", "safetensors", "tensorboard", "tqdm", "rapidfuzz")
 MAX_DIFF_BYTES = 2_000_000  # a larger diff is truncated in provenance, not dropped silently
@@ -101,15 +100,8 @@ def collect_provenance(
         "packages": package_versions(),
         "hardware": hardware(),
         "git": {"cadence": git_info(code_directory), "cwd": git_info(Path.cwd()) if git_of_cwd else {"repository": None}},
-        "data": {name: {"path": str(path), "sha256": _data_file_sha256(path)} for name, path in (data_files or {}).items()},
+        "data": {name: {"path": str(path), "sha256": data_file_sha256(path)} for name, path in (data_files or {}).items()},
     }
-
-
-def _data_file_sha256(path: Path) -> str:
-    try:
-        return file_sha256(path)
-    except OSError as error:
-        raise DataError(f"{path}: cannot hash the data file ({error.strerror or error}); check the path") from None
 
 
 def snapshot_code(destination: Path, entry_point: Path | None, modules: dict[str, ModuleType]) -> list[str]:

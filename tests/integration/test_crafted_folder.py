@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import cadence
-from cadence.checkpoint.candidates import checkpoints_in_order
+from cadence.checkpoint.checkpointer import checkpoints_in_order
 from cadence.checkpoint.format import MANIFEST_FILE, STATE_FILE
 from cadence.commands.cli import main
 from cadence.errors import CheckpointError, ConfigError
