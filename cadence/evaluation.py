@@ -3,10 +3,9 @@
 :func:`evaluate` averages the task's loss and each of its named losses (``val/loss``,
 ``val/loss_ctc``, ...) weighted by batch size, feeds every metric, sums the metrics' counts
 across processes, and collects the per-example records a task may return
-(``StepOutput.records``: for speech recognition, each utterance's reference and hypothesis).
-:func:`save_hypotheses` writes records to ``EXP_DIR/hypotheses/<split>.jsonl`` (one file per
-process: ``<split>.rank<r>.jsonl`` beside rank 0's), replaced by each new evaluation of that
-split, and a few of them to TensorBoard as a text sample.
+(``StepOutput.records``: for speech recognition, each utterance's reference and hypothesis),
+every process's. :func:`save_hypotheses` writes records to ``EXP_DIR/hypotheses/<split>.jsonl``,
+replaced by each new evaluation of that split, and a few of them to TensorBoard as a text sample.
 
 >>> from torch.utils.data import DataLoader, TensorDataset
 >>> from cadence.tasks import ClassificationTask
@@ -30,7 +29,7 @@ from cadence.experiment import Experiment
 from cadence.metrics import Mean, Metric
 from cadence.resumable import length
 from cadence.runtime.device import move_to_device
-from cadence.runtime.distributed import distributed_rank_and_size
+from cadence.runtime.distributed import all_gather_objects, world_size
 from cadence.runtime.files import strict_json, write_bytes_atomic
 from cadence.runtime.logs import progress
 from cadence.tasks.base import StepOutput
@@ -84,6 +83,8 @@ def evaluate(
     for metric in metrics:
         metric.sync()
         results.update({f"{split}/{name}": value for name, value in metric.compute().items()})
+    if world_size() > 1:  # every process's records, process by process (rank 0 writes them)
+        records = [record for part in all_gather_objects(records) for record in part]
     task.train(was_training)
     return Evaluation(results, records, batches)
 
@@ -97,11 +98,8 @@ def write_records(path: Path, records: list[dict[str, Any]]) -> None:
 
 def save_hypotheses(experiment: Experiment, split: str, records: list[dict[str, Any]], step: int) -> None:
     """``EXP_DIR/hypotheses/<split>.jsonl`` and a TensorBoard text sample of the first records."""
-    rank, _ = distributed_rank_and_size()
-    name = f"{split}.jsonl" if rank == 0 else f"{split}.rank{rank}.jsonl"
-    write_records(experiment.directory / "hypotheses" / name, records)
-    if rank == 0:
-        experiment.log_text(f"{split}/hypotheses", sample_table(records[:TENSORBOARD_SAMPLES]), step=step)
+    write_records(experiment.directory / "hypotheses" / f"{split}.jsonl", records)
+    experiment.log_text(f"{split}/hypotheses", sample_table(records[:TENSORBOARD_SAMPLES]), step=step)
 
 
 def sample_table(records: list[dict[str, Any]]) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from cadence.optim import learning_rates
+from cadence.runtime.distributed import reduce_sum
 from cadence.state import TrainState
 
 __all__ = ["EpochSums", "format_metrics", "learning_rate_logs", "results_summary"]
@@ -18,7 +19,8 @@ class EpochSums:
 
     ``loss`` and each named loss (``loss_<name>``) sum over the epoch; ``window_loss`` over
     the steps since the last log line. Saved in checkpoints, so that a resumed epoch reports
-    the same mean loss.
+    the same mean loss. With several processes, the means are over every process's batches:
+    reading them is a collective (each process reads them at the same points).
 
     >>> sums = EpochSums()
     >>> sums.add(torch.tensor(2.0), {"ctc": torch.tensor(1.0)}); sums.add(torch.tensor(4.0), {})
@@ -48,22 +50,23 @@ class EpochSums:
         """The mean loss of the batches since the last call (``steps`` of them when a checkpoint
         from before they were counted was restored); starts the next window. ``.item()`` waits
         for the device."""
-        counted = int(self.sums["window_batches"])
-        mean = self.sums["window_loss"].item() / (counted if counted > 0 else steps)
+        total, counted = reduce_sum(torch.stack([self.sums["window_loss"], self.sums["window_batches"].to(self.sums["loss"].dtype)])).tolist()
+        mean = total / (counted if counted > 0 else steps)
         self.sums["window_loss"].zero_()
         self.sums["window_batches"].zero_()
         return mean
 
     def means(self, split: str) -> dict[str, float]:
         """``<split>/loss`` and ``<split>/loss_<name>`` over the epoch. ``.item()`` waits for the device."""
-        batches = max(int(self.sums["batches"]), 1)
-        names = ["loss", *(name for name in self.sums if name.startswith("loss_"))]
-        return {f"{split}/{name}": self.sums[name].item() / batches for name in names}
+        names = ["loss", *sorted(name for name in self.sums if name.startswith("loss_"))]
+        totals = reduce_sum(torch.stack([*(self.sums[name] for name in names), self.sums["batches"].to(self.sums["loss"].dtype)])).tolist()
+        batches = max(totals[-1], 1)
+        return {f"{split}/{name}": total / batches for name, total in zip(names, totals)}
 
     def loss_finite(self) -> bool:
         """Whether every loss added since the last reset was finite (a NaN or an infinity stays in
         the sum): a check that costs nothing per step. ``bool()`` waits for the device."""
-        return bool(torch.isfinite(self.sums["loss"]))
+        return bool(torch.isfinite(reduce_sum(self.sums["loss"])))
 
     def reset(self) -> None:
         for value in self.sums.values():

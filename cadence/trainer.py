@@ -25,6 +25,7 @@ Example with a plain model and DataLoaders, no config::
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -34,6 +35,7 @@ from typing import Any, Iterable, Literal, Sequence
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from cadence.bounds import NonNegativeInt, PositiveFloat, PositiveInt
 from cadence.callbacks.base import Callback
@@ -52,12 +54,15 @@ from cadence.registry import suggest
 from cadence.reporting import EpochSums, format_metrics, learning_rate_logs, results_summary
 from cadence.resumable import PositionedIterable, ResumableLoader, batches_left, resumable_loader
 from cadence.runtime.device import move_to_device, resolve_device
+from cadence.runtime.distributed import (
+    agree, all_gather_objects, broadcast_object, broadcast_tensors, distributed_rank_and_size, reduce_sum,
+)
 from cadence.runtime.files import config_hash
 from cadence.runtime.logs import get_logger, progress
 from cadence.run_record import maybe_record_run, maybe_write_results
 from cadence.runtime.signals import StopRequests
 from cadence.state import TrainState
-from cadence.tasks.base import StepOutput, check_task
+from cadence.tasks.base import StepOutput, check_task, is_empty_batch, placeholder_step
 
 
 class Trainer:
@@ -81,6 +86,13 @@ class Trainer:
             (checked where the loop waits for the device anyway); "skip" checks every step (a wait
             for the device each), drops that update, logs it with the batch's utterance ids and
             goes on, stopping with the same error after ``nonfinite_patience`` consecutive skips.
+
+    Several processes (``torchrun``, or any initialised ``torch.distributed`` process group):
+    ``fit`` wraps the task in ``DistributedDataParallel``; each process trains its share of the
+    batches, the update is that of the mean over every process's examples (see
+    ``StepOutput.weight``), and stops, saves and skips are agreed by all processes at once.
+    Only the process with an ``experiment`` (rank 0) writes; the others take part in each save,
+    which gathers their random generators and loss sums into the checkpoint.
     """
 
     def __init__(
@@ -156,7 +168,12 @@ class Trainer:
         self.resumed_from: Path | None = None
         self.window = UpdateWindow()  # the batches whose gradients the next update takes
         self.evaluated_batches: int | None = None  # batches of the last evaluation (None: a subclass's own)
+        self.rank, self.world_size = 0, 1  # this process among those training together (set by fit)
+        self.ddp: DistributedDataParallel | None = None  # the task wrapped for several processes
+        self.saves_checkpoints = self.checkpointer is not None  # on every rank: whether rank 0 saves
+        self._stop_agreed = False  # with several processes, the stop requests as last agreed by all
         self._loss_finite_until = 0  # the step up to which every training loss was finite
+        self.nonfinite_watch = NonFiniteWatch()  # which step's loss first went NaN, and its utterances
         self.check_monitored_keys()
 
     @property
@@ -190,11 +207,14 @@ class Trainer:
         self.task.to(self.device)
         self.epoch_sums.to(self.device)
         self.stop_requests.reset()
+        self._stop_agreed = False
+        self.join_processes()
         if self.checkpointer is not None:
             self.checkpointer.clean_temporary()  # folders of a save killed half-way
         if resume_from is not None:
             self.resume(resume_from)
         self._loss_finite_until = self.state.global_step
+        self.nonfinite_watch.clear()
         # config.yaml, provenance.json and code/ for recipe and Python-built runs alike.
         self.config = maybe_record_run(self, train_data, val_data, test_data)
         self.call_hook("on_fit_start")
@@ -227,7 +247,7 @@ class Trainer:
                     self.epoch_sums.reset()
                     state.epoch += 1
                     self.call_hook("on_epoch_end")
-                    self.maybe_save("epoch")
+                    self.maybe_save("epoch")  # also agrees on the stop requests, before the next epoch
                 self.check_loss_finite()
                 final = self.maybe_save("final", between_epochs=not inside_epoch)
                 self.call_hook("on_fit_end")
@@ -242,13 +262,48 @@ class Trainer:
         test_metrics = self.test(test_data) if test_data is not None else {}
         return maybe_write_results(self.experiment, self.config, self.results(test_metrics, wall_time=time.perf_counter() - started))
 
+    def join_processes(self) -> None:
+        """Take part in the process group of ``torch.distributed``, if several processes train
+        together: wrap the task in DDP (it broadcasts rank 0's weights), learn whether rank 0
+        saves checkpoints, and check that every process built the same tokenizer."""
+        self.rank, self.world_size = distributed_rank_and_size()
+        self.saves_checkpoints = self.checkpointer is not None
+        if self.world_size == 1:
+            self.ddp = None
+            return
+        self.saves_checkpoints = bool(broadcast_object(self.checkpointer is not None))
+        tokenizer = getattr(self.task, "tokenizer", None)
+        fingerprints = all_gather_objects(config_hash(tokenizer.to_dict()) if tokenizer is not None else None)
+        if len(set(fingerprints)) > 1:
+            raise ConfigError(f"the processes built different tokenizers ({fingerprints}); give every process the same "
+                              "data and tokenizer options (a tokenizer file rather than one trained at the start)")
+        if self.ddp is None or self.ddp.module.task is not self.task:
+            self.ddp = DistributedDataParallel(TrainingStep(self))
+
     def should_stop(self) -> bool:
         """The one decision to stop, asked at every boundary of the loop. Its sources:
         ``state.should_stop`` (set by callbacks, saved in checkpoints, so a run a callback
         stopped stays stopped), ``max_steps``, and the stop requests (SIGTERM, SIGINT,
         ``Experiment.stop()``; never saved, so a resumed run trains on)."""
         reached_max_steps = self.max_steps is not None and self.state.global_step >= self.max_steps
-        return self.state.should_stop or reached_max_steps or self.stop_requests.requested
+        return self.state.should_stop or reached_max_steps or self.stop_requested()
+
+    def stop_requested(self) -> bool:
+        """Whether a stop was requested: in this process, or, with several, by any as last agreed
+        (:meth:`agree_on_stop`), so that every process decides alike between agreements."""
+        return self.stop_requests.requested if self.world_size == 1 else self._stop_agreed
+
+    def agree_on_stop(self, save_due: bool = False) -> bool:
+        """With several processes, one collective at a point every process reaches alike (each
+        update, each epoch's end, the end of fit): whether any was asked to stop (a signal, a
+        callback) and whether any is due to save; returns the agreed ``save_due``."""
+        if self.world_size == 1:
+            return save_due
+        asked, stop, due = agree(self.stop_requests.requested, self.state.should_stop, save_due)
+        if asked:
+            self.stop_requests.request("a stop request on another process")
+        self._stop_agreed, self.state.should_stop = asked, stop
+        return due
 
     def train_epoch(self) -> bool:
         """Train the epoch's batches that the train loader has not given yet; False if stopped inside it.
@@ -266,15 +321,12 @@ class Trainer:
         for batch in self.until_stopped(progress(loader, self.progress_bar, description, total=batches_left(loader))):
             batch = move_to_device(batch, self.device)
             self.call_hook("on_batch_start", batch)
-            output = self.training_step(batch)
             last_batch = batches_left(loader) == 0
-            if self.on_nonfinite == "skip" and not self.finite(output.loss):
-                self.skip_update(batch, "loss")  # no step was taken: nothing to count, log or save
-                going_on = not (self.should_stop() and not last_batch)
+            if not self.train_batch(batch, closes_window=last_batch or self.window.batches + 1 >= self.accumulate_batches):
+                going_on = not (self.should_stop() and not last_batch)  # skipped: no step, nothing to count or save
+            elif self.window.batches < self.accumulate_batches and not last_batch:
+                continue  # the update waits for the window's other batches
             else:
-                self.accumulate(output, batch)
-                if self.window.batches < self.accumulate_batches and not last_batch:
-                    continue  # the update waits for the window's other batches
                 going_on = self.finish_window(last_batch)
             if not going_on:
                 return False
@@ -288,28 +340,59 @@ class Trainer:
         # early (see until_stopped), and the epoch is finished only if its last batch was trained.
         return last_batch or not self.should_stop()
 
+    def train_batch(self, batch: Any, closes_window: bool) -> bool:
+        """Forward and backward of one batch into the update being gathered. With several
+        processes, gradients are all-reduced on the window's last batch only (DDP's ``no_sync``
+        on the others). False when the batch was skipped at once: a NaN or infinite loss with
+        ``on_nonfinite="skip"`` in one process (with several, every process back-propagates, so
+        that the all-reduce stays in step, and the window's update is skipped by all together)."""
+        synced = contextlib.nullcontext() if self.ddp is None or closes_window else self.ddp.no_sync()
+        with synced:
+            output = self.ddp(batch) if self.ddp is not None else self.training_step(batch)
+            finite = self.on_nonfinite == "error" or self.finite(output.loss)
+            if not finite and self.ddp is None:
+                self.skip_update(batch, "loss")
+                return False
+            self.accumulate(output, batch, count=finite)
+        self.window.synced = closes_window
+        if not finite:
+            self.window.nonfinite_batch = batch
+        return True
+
     def finish_window(self, last_batch: bool) -> bool:
-        """Close the gathered window: the hooks after backward, clipping, then its update (or, with
-        ``on_nonfinite="skip"`` and a NaN or infinite gradient norm, none). False when the run
-        stops inside the epoch."""
+        """Close the gathered window: the gradients of the mean over its examples (on every
+        process), the hooks after backward, clipping, then its update (or, with
+        ``on_nonfinite="skip"`` and a NaN or infinite loss or gradient norm, none). False when
+        the run stops inside the epoch."""
+        if self.ddp is not None and not self.window.synced:
+            self.all_reduce_gradients()  # the loader ended inside a window: its last batch did not sync
+        self.normalize_gradients()
         self.call_hook("on_after_backward")
         self.clip_gradients()
-        if self.on_nonfinite == "skip" and not self.finite(self.gradient_norm()):
-            self.skip_update(self.window.batch, "gradient norm")
-            return not (self.should_stop() and not last_batch)
+        if self.on_nonfinite == "skip":
+            # After the all-reduce the norm is the same on every process; a NaN loss whose gradients
+            # stayed finite is agreed in the same collective.
+            (nonfinite,) = agree(self.window.nonfinite_batch is not None or not self.finite(self.gradient_norm()))
+            if nonfinite:
+                self.skip_update(self.window.nonfinite_batch or self.window.batch, "loss or gradient norm")
+                return not (self.should_stop() and not last_batch)
         return self.take_update(self.window.output, last_batch)
 
-    def accumulate(self, output: StepOutput, batch: Any) -> None:
+    def accumulate(self, output: StepOutput, batch: Any, count: bool = True) -> None:
         """Back-propagate one batch's loss into the gradients of the update being gathered, and
-        count it (epoch sums, training metrics). With ``accumulate_batches`` > 1 each loss is
-        weighted by its batch size, and :meth:`optimizer_step` divides by the window's total: the
-        update of one batch as large as the window's batches together."""
-        if self.accumulate_batches == 1:
+        count it (epoch sums, training metrics; not when ``count`` is False: a NaN loss to skip).
+        With ``accumulate_batches`` > 1 or several processes each loss is weighted by what it is
+        a mean over (``StepOutput.normalizer``), and :meth:`normalize_gradients` divides by the
+        total over the window and every process: the update of one batch as large as them all."""
+        if self.accumulate_batches == 1 and self.world_size == 1:
             output.loss.backward()
         else:
-            (output.loss * output.batch_size).backward()
+            (output.loss * output.normalizer).backward()
         self.window.add(output, batch)
+        if not count or output.batch_size == 0:  # a NaN to skip, or an empty batch's placeholder
+            return
         self.epoch_sums.add(output.loss, output.losses)
+        self.nonfinite_watch.add(output.loss, self.state.global_step + 1, batch)
         if self.train_metrics and output.predictions is not None:
             for metric in self.train_metrics:
                 metric.update(output.predictions, output.targets)
@@ -327,9 +410,10 @@ class Trainer:
             # .item() waits for the device: done once per log_every steps, not per step.
             self.log({"train/loss": self.epoch_sums.window_mean(self.log_every), **self.learning_rate_logs()}, "train")
         self.call_hook("on_batch_end", output)
+        save_due = self.agree_on_stop(self.save_is_due("step", last_batch))  # several processes: one collective
         if self.should_stop() and not last_batch:
             return False
-        self.maybe_save("step", last_batch=last_batch)
+        self.maybe_save("step", last_batch=last_batch, due=save_due)
         return True
 
     def until_stopped(self, batches: Iterable) -> Iterator[Any]:
@@ -363,11 +447,26 @@ class Trainer:
         if self.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(parameters, self.clip_grad_norm)
 
+    def normalize_gradients(self) -> None:
+        """Divide the gradients of weighted losses (see :meth:`accumulate`) by the window's total
+        weight over every process: the gradient of the mean over all of the window's examples.
+        DDP's all-reduce averaged over the processes, so the world size is put back."""
+        if self.accumulate_batches == 1 and self.world_size == 1:
+            return
+        total = float(self.window.examples)
+        if self.world_size > 1:
+            total = float(reduce_sum(torch.tensor(total, dtype=torch.float64))) / self.world_size
+        gradients = [parameter.grad for parameter in self.task.parameters() if parameter.grad is not None]
+        if gradients and total > 0:  # 0: every process had an empty batch; the gradients are zeros
+            torch._foreach_div_(gradients, total)
+
+    def all_reduce_gradients(self) -> None:
+        """Average the gradients over the processes by hand, as DDP does on a synced backward."""
+        for parameter in self.task.parameters():
+            if parameter.grad is not None:
+                parameter.grad.copy_(reduce_sum(parameter.grad) / self.world_size)
+
     def optimizer_step(self) -> None:
-        if self.window.batches and self.accumulate_batches > 1:
-            # Gradients of size-weighted losses: divided by the window's size, one large batch's.
-            gradients = [parameter.grad for parameter in self.task.parameters() if parameter.grad is not None]
-            torch._foreach_div_(gradients, float(self.window.examples))
         self.window.clear()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -393,10 +492,12 @@ class Trainer:
         self.window.clear()  # the window's other batches go with it: their gradients were cleared
         state.skipped_batches += 1
         state.consecutive_skips += 1
-        ids = getattr(batch, "ids", None)
-        ids = list(ids) if isinstance(ids, (list, tuple)) else []  # a speech batch's utterance ids
+        ids = batch_ids(batch)
+        if self.world_size > 1:  # every process skips together: name the batches whose loss was NaN, on any
+            parts = all_gather_objects([self.window.nonfinite_batch is not None, ids])
+            ids = [utterance for flagged, part in parts if flagged or not any(flag for flag, _ in parts) for utterance in part]
         where = f"after step {state.global_step} (epoch {state.epoch + 1})"
-        utterances = f"; utterances {', '.join(map(str, ids[:8]))}{' ...' if len(ids) > 8 else ''}" if ids else ""
+        utterances = utterance_list(ids)
         if state.consecutive_skips >= self.nonfinite_patience:
             raise diverged(f"the training {what} was NaN or infinite for {state.consecutive_skips} batches in a row, "
                            f"the last {where}{utterances}: the model diverged")
@@ -490,7 +591,7 @@ class Trainer:
         state.best_value, state.best_epoch = value, epoch_number
         if self.checkpointer is not None:
             state.best_checkpoint = checkpoint_name(state.global_step)  # written at the end of this epoch
-        elif self.restore_best:
+        elif self.restore_best and self.rank == 0:  # (the others get rank 0's at the end)
             self._best_weights = {key: tensor.detach().to("cpu", copy=True) for key, tensor in self.task.state_dict().items()}
 
     def monitored_value_of_last_epoch(self) -> float | None:
@@ -501,8 +602,15 @@ class Trainer:
         return self.metric_value(last, self.monitor)
 
     def maybe_restore_best(self) -> None:
+        """At the end of fit, load the best weights back (``restore_best``): rank 0 reads them,
+        and with several processes sends them to the others."""
         if not self.restore_best or self.state.best_epoch is None:
             return
+        if self.rank == 0:
+            self.load_best_weights()
+        broadcast_tensors(list(self.task.state_dict().values()))
+
+    def load_best_weights(self) -> None:
         folder = self.checkpointer.directory if self.checkpointer is not None else None
         if folder is None and self.resumed_from is not None:
             folder = self.resumed_from.parent  # resumed without an experiment: the run's own checkpoints
@@ -536,6 +644,12 @@ class Trainer:
             "callbacks": {f"{index}:{type(callback).__name__}": callback for index, callback in enumerate(self.callbacks)},
         }
 
+    def rank_components(self) -> dict[str, Any]:
+        """What differs between processes training together, saved for each rank (under
+        ``"ranks"``) beside rank 0's full state: the loss sums, the loader's count of bad audio,
+        the training metrics and (added by ``capture``) the random generators."""
+        return {"epoch_sums": self.epoch_sums, "train_data": self.train_loader, "train_metrics": self.train_metrics}
+
     def state_dict(self) -> dict[str, Any]:
         """Everything a checkpoint holds: each component's state, every random generator, the
         resolved config, and a text task's tokenizer (ids mean nothing without it)."""
@@ -547,8 +661,19 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Put back what :meth:`state_dict` captured, random generators last."""
+        """Put back what :meth:`state_dict` captured, random generators last; with several
+        processes, then this rank's own part (see :meth:`rank_components`)."""
         restore(self.stateful_components(), self.upgraded(state))
+        ranks = state.get("ranks")
+        if self.world_size == 1 or not ranks:
+            return
+        if len(ranks) == self.world_size:
+            restore(self.rank_components(), ranks[self.rank])
+        elif self.rank == 0:
+            self.logger.warning(
+                "resuming a checkpoint of %d processes on %d: the global batch plan and the weights go on, but each "
+                "process's random generators start from rank 0's, so the run is not bit-identical to one that kept "
+                "%d processes", len(ranks), self.world_size, len(ranks))
 
     def upgraded(self, state: dict[str, Any]) -> dict[str, Any]:
         """A checkpoint from before the train loader owned the position in the epoch (cadence
@@ -578,7 +703,12 @@ class Trainer:
         """
         if self.train_loader is None:
             raise ValueError("resume through fit(train_data, ..., resume_from=...): the loader's position is restored too")
-        path, metadata = use_first_that_fits(checkpoint, self.restore_checkpoint)
+        if self.rank == 0:
+            path, metadata = use_first_that_fits(checkpoint, self.restore_checkpoint)
+            broadcast_object(str(path))  # the others load the one rank 0 chose (it sets newer ones aside)
+        else:
+            path = Path(broadcast_object(None))
+            metadata = self.restore_checkpoint(path, *load_checkpoint(path))
         self.resumed_from = path
         if self.checkpointer is not None and path.parent.resolve() == self.checkpointer.directory.resolve():
             self.checkpointer.set_aside_newer_than(path)
@@ -612,21 +742,31 @@ class Trainer:
         """``(epoch, global_step)``: tells every checkpoint the Trainer saves apart."""
         return (self.state.epoch, self.state.global_step)
 
-    def maybe_save(self, boundary: Boundary, last_batch: bool = False, between_epochs: bool = True) -> Path | None:
-        """The one place that saves: asks the save triggers at this boundary of the loop
-        ("step", "epoch" or "final"), saves if they say so, then applies retention. At the end
-        of fit, returns the checkpoint of this position, saved now or before. A checkpoint
-        between epochs carries the monitored value of the epoch just validated."""
-        if self.checkpointer is None:
-            return None
+    def save_is_due(self, boundary: Boundary, last_batch: bool = False) -> bool:
+        """Whether the save triggers ask for a checkpoint at this boundary of the loop ("step",
+        "epoch" or "final"); always False without a checkpoint folder (on any rank)."""
         state = self.state
-        between_epochs = boundary == "epoch" or (boundary == "final" and between_epochs)
-        due = self.save_triggers.should_save(
+        return self.saves_checkpoints and self.save_triggers.should_save(
             boundary, global_step=state.global_step, last_batch=last_batch, epochs_completed=state.epoch,
             improved=state.best_epoch == state.epoch, position=self.position(),
         )
+
+    def maybe_save(
+        self, boundary: Boundary, last_batch: bool = False, between_epochs: bool = True, due: bool | None = None,
+    ) -> Path | None:
+        """The one place that saves: asks the save triggers at this boundary of the loop
+        (:meth:`save_is_due`; ``due`` when the caller asked them already), agreed by every
+        process, saves if they say so, then applies retention. At the end of fit, returns the
+        checkpoint of this position, saved now or before (None on ranks other than 0). A
+        checkpoint between epochs carries the monitored value of the epoch just validated."""
+        state = self.state
+        between_epochs = boundary == "epoch" or (boundary == "final" and between_epochs)
+        if due is None:
+            due = self.agree_on_stop(self.save_is_due(boundary, last_batch))
         if not due:
-            return self.checkpointer.directory / checkpoint_name(state.global_step) if boundary == "final" else None
+            if boundary == "final" and self.checkpointer is not None:
+                return self.checkpointer.directory / checkpoint_name(state.global_step)
+            return None
         self.check_loss_finite()
         self.check_weights_finite()  # a diverged model is never saved
         return self.save_checkpoint(monitor_value=self.monitored_value_of_last_epoch() if between_epochs else None)
@@ -656,13 +796,22 @@ class Trainer:
         never saves its broken weights, nor ends as if it had trained."""
         if self.epoch_sums.loss_finite():  # the epoch's running sum keeps a NaN or an infinity
             self._loss_finite_until = self.state.global_step
+            self.nonfinite_watch.clear()
             return
-        raise diverged(f"the training loss became NaN or infinite between steps {self._loss_finite_until + 1} and "
-                       f"{self.state.global_step}: the model diverged; nothing was saved after step {self._loss_finite_until}")
+        step, ids = self.nonfinite_watch.first()
+        if self.world_size > 1:  # the earliest over every process
+            step, ids = min((found for found in all_gather_objects([step, ids]) if found[0] is not None), default=(None, []))
+        where = f"at step {step}" if step is not None else f"between steps {self._loss_finite_until + 1} and {self.state.global_step}"
+        raise diverged(f"the training loss became NaN or infinite {where}{utterance_list(ids)}: the model diverged; "
+                       f"nothing was saved after step {self._loss_finite_until}")
 
     def save_checkpoint(self, monitor_value: float | None = None) -> Path | None:
-        """Write a checkpoint of this moment, then apply retention (see :meth:`maybe_save`)."""
+        """Write a checkpoint of this moment, then apply retention (see :meth:`maybe_save`). With
+        several processes every rank calls it: each one's own state (:meth:`rank_components`) is
+        gathered, and rank 0 writes."""
+        ranks = all_gather_objects(capture(self.rank_components())) if self.world_size > 1 else None
         if self.checkpointer is None:
+            self.save_triggers.saved(self.position())  # rank 0 saved this position
             return None
         name = checkpoint_name(self.state.global_step)
         metadata = {
@@ -672,7 +821,11 @@ class Trainer:
             "metrics_lines": self.experiment.metrics_lines if self.experiment is not None else None,
             "config_sha256": config_hash(self.config) if self.config is not None else None,
         }
-        path = self.checkpointer.save(name, self.state_dict(), metadata)
+        state = self.state_dict()
+        if ranks is not None:
+            state["ranks"] = ranks
+            metadata["world_size"] = self.world_size
+        path = self.checkpointer.save(name, state, metadata)
         self.save_triggers.saved(self.position())
         protected = {name} | ({self.state.best_checkpoint} if self.state.best_checkpoint else set())
         for stale in checkpoints_to_delete(listing(self.checkpointer), self.checkpoint_policy, self.mode, protected):
@@ -682,7 +835,7 @@ class Trainer:
     def maybe_raise_interrupted(self, checkpoint: Path | None) -> None:
         """After a stop request (a signal, ``Experiment.stop()``): say where to resume, skip the test."""
         requests = self.stop_requests
-        if not requests.requested:
+        if not self.stop_requested():
             return
         where = f"; checkpoint {checkpoint}; continue with `cadence resume {self.experiment.directory}`" if checkpoint else ""
         raise TrainingInterrupted(f"training stopped by {requests.reason} at step {self.state.global_step}{where}",
@@ -719,6 +872,41 @@ def diverged(what: str) -> NonFiniteLoss:
                          "(trainer.clip_grad_norm), or look for bad data (cadence data check MANIFEST)")
 
 
+def batch_ids(batch: Any) -> list[str]:
+    """A speech batch's utterance ids (none for other batches)."""
+    ids = getattr(batch, "ids", None)
+    return [str(utterance) for utterance in ids] if isinstance(ids, (list, tuple)) else []
+
+
+def utterance_list(ids: list[str], shown: int = 8) -> str:
+    return f"; utterances {', '.join(ids[:shown])}{' ...' if len(ids) > shown else ''}" if ids else ""
+
+
+class NonFiniteWatch:
+    """Which step's training loss first went NaN or infinite since the last check, and that
+    batch's utterance ids, without waiting for the device on every step: the first bad step
+    is kept on the device; the ids of the batches since the last check, on the host."""
+
+    def __init__(self) -> None:
+        self.first_step: torch.Tensor | None = None  # -1 while every loss was finite
+        self.ids: dict[int, list[str]] = {}
+
+    def add(self, loss: torch.Tensor, step: int, batch: Any) -> None:
+        if self.first_step is None:
+            self.first_step = torch.full((), -1, dtype=torch.int64, device=loss.device)
+        bad = ~torch.isfinite(loss.detach()) & (self.first_step < 0)
+        self.first_step = torch.where(bad, step, self.first_step)
+        self.ids.setdefault(step, []).extend(batch_ids(batch))
+
+    def first(self) -> tuple[int | None, list[str]]:
+        """The first bad step and its utterances (None when unknown); waits for the device."""
+        step = int(self.first_step) if self.first_step is not None else -1
+        return (step, self.ids.get(step, [])) if step >= 0 else (None, [])
+
+    def clear(self) -> None:
+        self.first_step, self.ids = None, {}
+
+
 def check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
     """Refuse an optimizer state whose per-parameter tensors (moments, momentum) do not have their
     parameter's shape: torch loads them as they are, and the first step would fail."""
@@ -739,8 +927,24 @@ class UpdateWindow:
 
     def add(self, output: StepOutput, batch: Any) -> None:
         self.batches += 1
-        self.examples += output.batch_size
+        self.examples += output.normalizer
         self.output, self.batch = output, batch
 
     def clear(self) -> None:
-        self.batches, self.examples, self.output, self.batch = 0, 0, None, None
+        self.batches, self.examples, self.output, self.batch = 0, 0.0, None, None
+        self.synced = True  # whether the last backward all-reduced the gradients (several processes)
+        self.nonfinite_batch: Any = None  # a batch whose loss was NaN or infinite (several processes, skip)
+
+
+class TrainingStep(nn.Module):
+    """The Trainer's training step as a module's ``forward``: DDP prepares its gradient
+    all-reduce in its own forward call, so the step must run inside it. A process whose batch
+    is empty (every utterance unusable) takes a placeholder step, so that no process waits."""
+
+    def __init__(self, trainer: Trainer):
+        super().__init__()
+        self.task = trainer.task  # a submodule: DDP reduces its parameters' gradients
+        self.step = trainer.training_step
+
+    def forward(self, batch: Any) -> StepOutput:
+        return placeholder_step(self.task) if is_empty_batch(batch) else self.step(batch)

@@ -89,8 +89,9 @@ def test_patience_consecutive_skips_stop_the_run_naming_the_step_and_the_utteran
         train(PoisonedTask({"utt3-0", "utt4-0", "utt5-0"}), batches(), on_nonfinite="skip", nonfinite_patience=3)
 
 
-def test_error_is_the_default_and_stops_at_the_next_check():
-    with pytest.raises(NonFiniteLoss, match="between steps 4 and 4: the model diverged"):
+def test_error_is_the_default_and_names_the_step_and_the_utterances():
+    # utt3 is the fourth batch: the fourth step, found at the next check without a wait per step.
+    with pytest.raises(NonFiniteLoss, match="at step 4; utterances utt3-0, utt3-1, utt3-2, utt3-3: the model diverged"):
         train(PoisonedTask({"utt3-0"}), batches())
 
 

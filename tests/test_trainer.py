@@ -181,7 +181,7 @@ def test_a_non_finite_loss_stops_the_run_before_anything_is_saved(tmp_path, load
     with torch.no_grad():
         next(trainer.task.parameters()).fill_(float("nan"))  # diverged
     trainer.max_epochs = 6
-    with pytest.raises(NonFiniteLoss, match="NaN or infinite between steps"):
+    with pytest.raises(NonFiniteLoss, match="NaN or infinite at step 19: the model diverged; nothing was saved after step 18"):
         trainer.fit(train, valid)
     experiment.stop()
     assert sorted(path.name for path in experiment.checkpoints_directory.iterdir()) == saved

@@ -171,6 +171,8 @@ def run_train(arguments: argparse.Namespace) -> int:
 
 
 def print_summary(results: dict) -> None:
+    if "experiment" not in results:
+        return  # a process other than rank 0 under torchrun: rank 0 prints the run's summary
     summary = {key: results[key] for key in ("experiment", "best_epoch", "best_validation", "test", "wall_time_s", "final_checkpoint")}
     print(strict_json(summary, indent=2))
 

@@ -3,11 +3,19 @@
 What the run leaves in its folder (config.yaml and its hash, provenance.json, code/,
 results.json) is written by the Trainer's ``fit`` (:mod:`cadence.run_record`), as for a
 run built in Python: this module only says which recipe the run came from.
+
+Started by ``torchrun`` (several processes), every process runs the same command: rank 0
+chooses the folder and is the only one to write it; the others build the same run in a
+scratch folder of their own (its manifests, tokenizer and statistics), which goes when they end.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +28,9 @@ from cadence.config.resolve import ResolvedRecipe, resolve
 from cadence.config.schema import RecipeConfig, apply_overrides, load_recipe, load_yaml, validate_recipe
 from cadence.errors import CadenceError, CheckpointError, ConfigError, TrainingInterrupted
 from cadence.experiment import Experiment, unique_directory
+from cadence.runtime.distributed import broadcast_object, distributed_rank_and_size, init_from_environment, is_main_process
 from cadence.runtime.files import to_yaml
-from cadence.runtime.logs import setup_console_logging
+from cadence.runtime.logs import get_logger, setup_console_logging
 from cadence.runtime.process import apply_process_settings
 
 
@@ -52,12 +61,20 @@ def outermost_missing(directory: Path) -> Path | None:
 
 def train_recipe(recipe: str | Path, overrides: list[str] = (), exp_dir: str | Path | None = None) -> dict[str, Any]:
     """``cadence train``: returns the results written to ``EXP_DIR/results.json``."""
+    init_from_environment()  # several processes when started by torchrun
     recipe = Path(recipe)
     config = load_recipe(recipe, list(overrides))
     import_user_modules(config.imports, recipe.resolve().parent)
     resolved = resolve(config)  # every key checked, once, before any folder is created
-    logger = setup_console_logging()
+    logger = setup_console_logging(logging.INFO if is_main_process() else logging.WARNING)
+    restarted = restarted_in(exp_dir)
+    if restarted:  # torchrun restarted the processes (--max-restarts): go on from the folder's checkpoint
+        logger.warning("restarted by torchrun: resuming %s", exp_dir)
+        return resume_experiment(exp_dir, overrides)
+    if not is_main_process():
+        return train_beside_rank_zero(resolved, broadcast_object(None))
     directory = experiment_directory(config, exp_dir)
+    broadcast_object(str(directory))
     created = outermost_missing(directory)  # what to remove if the run fails before it trains
     prepare_run(resolved)
     experiment = None
@@ -79,6 +96,51 @@ def train_recipe(recipe: str | Path, overrides: list[str] = (), exp_dir: str | P
         raise
     finally:
         experiment.stop()
+
+
+def restarted_in(exp_dir: str | Path | None) -> bool:
+    """Whether torchrun restarted this command (``TORCHELASTIC_RESTART_COUNT`` > 0) after it had
+    saved a checkpoint in ``--exp-dir``: then the run resumes there. A restart without one
+    starts again (a folder left without a checkpoint is set aside as ``EXP_DIR.unfinished-N``);
+    without ``--exp-dir`` it cannot find the first run's folder and says so. Decided by rank 0."""
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0:
+        return False
+    if exp_dir is None:
+        get_logger().warning("restarted by torchrun without --exp-dir: starting again in a new folder; pass --exp-dir "
+                             "so that a restart resumes the run")
+        return False
+    if not is_main_process():
+        return bool(broadcast_object(None))
+    directory = Path(exp_dir)
+    if (directory / "checkpoints").is_dir():
+        Checkpointer(directory / "checkpoints").clean_temporary()  # puts back one set aside by a killed save
+    resumable = (directory / "config.yaml").is_file() and any_checkpoint(directory / "checkpoints")
+    if directory.exists() and any(directory.iterdir()) and not resumable:
+        aside = next(candidate for number in itertools.count(1)
+                     if not (candidate := directory.with_name(f"{directory.name}.unfinished-{number}")).exists())
+        directory.rename(aside)
+        get_logger().warning("restarted by torchrun before the first checkpoint: %s set aside as %s", directory, aside)
+    return bool(broadcast_object(resumable))
+
+
+def any_checkpoint(folder: Path) -> bool:
+    try:
+        find_checkpoint(folder)
+    except CheckpointError:
+        return False
+    return True
+
+
+def train_beside_rank_zero(resolved: ResolvedRecipe, directory: str, resume: bool = False) -> dict[str, Any]:
+    """A process other than rank 0: the same run, built in a scratch folder, trained on its share
+    of the batches; it writes nothing in the experiment folder (rank 0's, ``directory``). When
+    resuming, it loads the checkpoint rank 0 chose there."""
+    rank, _ = distributed_rank_and_size()
+    prepare_run(resolved)
+    with tempfile.TemporaryDirectory(prefix=f"cadence-rank{rank}-") as scratch:
+        built = build(resolved, None, work_dir=Path(scratch))
+        data = built.data
+        return built.trainer.fit(data.train, data.valid, data.test, resume_from=directory if resume else None)
 
 
 def remove_unfinished(experiment: Experiment | None, directory: Path, created: Path | None) -> None:
@@ -131,7 +193,14 @@ def resume_experiment(
     provenance.json. ``trust_code``: import the user modules the config names from the
     folder's code snapshot (see :func:`cadence.config.rebuild.import_saved_modules`).
     """
+    init_from_environment()  # several processes when started by torchrun
     directory = Path(directory)
+    if not is_main_process():
+        # Rank 0 checks the folder and the overrides; this process builds the config it sends.
+        config = validate_recipe(broadcast_object(None))
+        import_saved_modules(config.imports, directory, trust_code)
+        setup_console_logging(logging.WARNING)
+        return train_beside_rank_zero(resolve(config), str(directory), resume=True)
     load_yaml(directory / "config.yaml")  # the folder's own record must be sound (safe loader: no Python tags)
     Checkpointer(directory / "checkpoints").clean_temporary()  # may restore one set aside by a killed save
     start = find_checkpoint(checkpoint or directory)  # fail before anything is built
@@ -147,6 +216,7 @@ def resume_experiment(
             "pass --allow-config-change to accept them (they are recorded in provenance.json)"
         )
     config = validate_recipe(apply_overrides(saved, list(overrides)))
+    broadcast_object(apply_overrides(saved, list(overrides)))
     import_saved_modules(config.imports, directory, trust_code)
     resolved = resolve(config)
     logger = setup_console_logging()

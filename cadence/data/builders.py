@@ -29,7 +29,6 @@ from cadence.data.loader import AudioDataLoader, Quarantine
 from cadence.data.manifest import Manifest, read_labels
 from cadence.data.processor import AudioDataProcessor, TargetKind
 from cadence.data.sampler import BatchingOptions, BatchSampler
-from cadence.runtime.distributed import distributed_rank_and_size
 from cadence.data.tokenizers import TokenizerOptions, build_tokenizer
 from cadence.errors import DataError
 from cadence.registry import DATASETS, DataBundle
@@ -111,10 +110,9 @@ def manifests(
         read["train"], work_dir, target, labels, tokenizer,
         sample_rate=sample_rate, resample=resample, mono=mono, min_duration=min_duration,
     )
-    # One file per process: each rank meets the bad files of its own share.
-    rank, _ = distributed_rank_and_size()
-    file_name = "quarantine.jsonl" if rank == 0 else f"quarantine.rank{rank}.jsonl"
-    quarantine = Quarantine(Path(experiment_dir) / file_name if experiment_dir else None, max_skip_rate)
+    # Each process meets the bad files of its own share; only rank 0 has an experiment folder
+    # (the others' entries are gathered into its file at each epoch's end).
+    quarantine = Quarantine(Path(experiment_dir) / "quarantine.jsonl" if experiment_dir else None, max_skip_rate)
     loaders = {}
     for split, manifest in read.items():
         is_train = split == "train"

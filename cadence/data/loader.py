@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from cadence.data.dataset import AudioDataset, Batch, Skipped
 from cadence.data.sampler import BatchSampler
 from cadence.errors import DataError
+from cadence.runtime.distributed import all_gather_objects, world_size
 from cadence.runtime.files import open_for_append, strict_json, writing
 
 __all__ = ["AudioDataLoader", "Quarantine"]
@@ -54,6 +55,7 @@ class Quarantine:
         self.skipped_in_epoch = 0
         self.planned_in_epoch = 0
         self.recorded_ids = self._read_recorded_ids()
+        self.unwritten: list[dict] = []  # recorded without a file (ranks other than 0), until gathered
 
     def _read_recorded_ids(self) -> set[str]:
         # A resumed run appends to the same file without repeating what is already there.
@@ -77,8 +79,11 @@ class Quarantine:
                 continue
             self.recorded_ids.add(item.id)
             logger.warning("skipped utterance %r: %s", item.id, item.message)
+            entry = {"id": item.id, "audio": item.audio, "reason": item.reason, "message": item.message, "epoch": epoch}
             if self.path is not None:
-                self._append({"id": item.id, "audio": item.audio, "reason": item.reason, "message": item.message, "epoch": epoch})
+                self._append(entry)
+            else:
+                self.unwritten.append(entry)
         budget = self.max_skip_rate * self.planned_in_epoch
         if self.skipped_in_epoch > budget:
             where = f"; each one is listed with its reason in {self.path}" if self.path else ""
@@ -87,6 +92,18 @@ class Quarantine:
                 f"more than the allowed {self.max_skip_rate:.2%}{where}. Run `cadence data check MANIFEST` to list "
                 "every bad file, fix or remove them, or raise data.max_skip_rate"
             )
+
+    def gather(self) -> None:
+        """With several processes (a collective, at each epoch's end): the entries the others
+        recorded go into this process's file (rank 0's; the others have none)."""
+        gathered = all_gather_objects(self.unwritten)
+        self.unwritten = []
+        if self.path is None:
+            return
+        for entry in (entry for part in gathered for entry in part):
+            if entry["id"] not in self.recorded_ids:
+                self.recorded_ids.add(entry["id"])
+                self._append(entry)
 
     def _append(self, record: dict) -> None:
         with writing(self.path):  # disk full: a StorageError naming the file
@@ -199,13 +216,15 @@ class AudioDataLoader:
             self.cursor += 1
             if batch.skipped and self.quarantine is not None:
                 self.quarantine.record(batch.skipped, self.epoch)
-            if len(batch) == 0:
-                continue  # every utterance of this batch was unusable
+            if len(batch) == 0 and world_size() == 1:
+                continue  # every utterance of this batch was unusable (with several processes, see placeholder_step)
             yield batch
         if self.resumable:
             self.epoch, self.cursor = self.epoch + 1, 0
             if self.quarantine is not None:
                 self.quarantine.skipped_in_epoch = 0  # counted again in the next epoch
+                if world_size() > 1:
+                    self.quarantine.gather()  # every process ends the epoch here (equal shares)
 
     def statistics_pass(self) -> DataLoader:
         """Every training utterance once, whole, in length order (for global feature statistics).
@@ -220,16 +239,34 @@ class AudioDataLoader:
         """``epoch`` and ``cursor`` (batches consumed), the plan's length (to refuse a different
         plan on resume) and the bad-audio count of the epoch so far."""
         skipped = self.quarantine.skipped_in_epoch if self.quarantine is not None else 0
-        batches = len(self.batch_sampler.plan(self.epoch))
-        return {"epoch": self.epoch, "cursor": self.cursor, "batches": batches, "skipped_in_epoch": skipped}
+        plan = self.batch_sampler.plan(self.epoch)
+        return {"epoch": self.epoch, "cursor": self.cursor, "batches": len(plan), "skipped_in_epoch": skipped,
+                "world_size": self.batch_sampler.world_size, "global_batches": plan.global_batches}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue at the saved position. Saved by another number of processes, the position in
+        the global batch plan carries over (every process has taken the same number of batches):
+        exact at an epoch's end, and wherever the batches taken are a multiple of this world size."""
         epoch, cursor = int(state["epoch"]), int(state["cursor"])
-        batches = len(self.batch_sampler.plan(epoch))
-        if not 0 <= cursor <= batches or state.get("batches", batches) != batches:
+        plan = self.batch_sampler.plan(epoch)
+        batches, world = len(plan), self.batch_sampler.world_size
+        saved_world = int(state.get("world_size", world))
+        if saved_world != world:
+            taken = cursor * saved_world  # global batches taken in this epoch (ranks took them in turn)
+            if taken % world:
+                raise DataError(
+                    f"{self.name} data: the checkpoint was taken after {taken} batches of epoch {epoch + 1} on {saved_world} "
+                    f"processes, which {world} processes cannot share equally; resume on {saved_world} processes, or from a "
+                    "checkpoint at the end of an epoch"
+                )
+            cursor = min(taken // world, batches)
+            expected, saved_batches = plan.global_batches, state.get("global_batches", plan.global_batches)
+        else:
+            expected, saved_batches = batches, state.get("batches", batches)
+        if not 0 <= cursor <= batches or saved_batches != expected:
             raise DataError(
-                f"{self.name} data: the saved position (epoch {epoch}, batch {cursor} of {state.get('batches')}) does not "
-                f"fit this run's plan of {batches} batches; the data, batching options, seed or number of processes "
+                f"{self.name} data: the saved position (epoch {epoch}, batch {cursor} of {saved_batches}) does not "
+                f"fit this run's plan of {expected} batches; the data, batching options, seed or number of processes "
                 "changed since the checkpoint. Resume with the same ones, or start a new run"
             )
         self.epoch, self.cursor = epoch, cursor

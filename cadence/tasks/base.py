@@ -20,7 +20,10 @@ class StepOutput:
 
     ``loss`` is the scalar to back-propagate (training) or to average (evaluation);
     ``losses`` its named parts; ``logs`` any other scalars to record; ``predictions`` and
-    ``targets`` feed the metrics; ``batch_size`` weights averages over batches; ``records``
+    ``targets`` feed the metrics; ``batch_size`` weights averages over batches; ``weight``
+    is what ``loss`` is a mean over, when that is not the examples (the tokens of a loss averaged
+    over tokens): accumulated batches and batches on several processes are weighted by it, so
+    the update is that of the mean over all of them, whatever the split; ``records``
     (evaluation only, optional) are one JSON-able dict per example, written by the trainer to
     ``EXP_DIR/hypotheses/<split>.jsonl`` (e.g. an utterance's reference and hypothesis).
     """
@@ -32,6 +35,12 @@ class StepOutput:
     targets: Any = None
     batch_size: int = 1
     records: list[dict[str, Any]] | None = None
+    weight: float | None = None  # None: batch_size
+
+    @property
+    def normalizer(self) -> float:
+        """What the loss is a mean over: ``weight``, else ``batch_size``."""
+        return float(self.batch_size if self.weight is None else self.weight)
 
 
 @runtime_checkable
@@ -41,6 +50,26 @@ class Task(Protocol):
     def training_step(self, batch: Any) -> StepOutput: ...
 
     def validation_step(self, batch: Any) -> StepOutput: ...
+
+
+def is_empty_batch(batch: Any) -> bool:
+    """Whether ``batch`` holds no example (a speech batch whose every utterance was unusable).
+    Tuples, lists and dicts are containers of a batch's parts, never empty batches."""
+    if isinstance(batch, (tuple, list, dict)):
+        return False
+    try:
+        return len(batch) == 0
+    except TypeError:
+        return False
+
+
+def placeholder_step(task: nn.Module) -> StepOutput:
+    """The step of a process whose batch is empty while the others train: a zero loss that
+    reaches every trainable parameter, so that its zero gradients join the others' all-reduce
+    and no process waits for it. It weighs nothing (``weight`` 0) in the update."""
+    parameters = [parameter for parameter in task.parameters() if parameter.requires_grad]
+    loss = torch.stack([parameter.sum() for parameter in parameters]).sum() * 0.0 if parameters else torch.zeros(())
+    return StepOutput(loss=loss, batch_size=0, weight=0.0)
 
 
 def check_task(task: Any) -> nn.Module:

@@ -163,7 +163,8 @@ def test_each_epoch_has_its_own_plan_and_a_complete_pass_moves_on(fsdd_entries) 
     loader = loader_for(fsdd_entries)
     first, second = epoch_ids(loader), epoch_ids(loader)
     assert sorted(sum(first, [])) == sorted(sum(second, [])) and first != second
-    assert loader.state_dict() == {"epoch": 2, "cursor": 0, "batches": len(loader), "skipped_in_epoch": 0}
+    assert loader.state_dict() == {"epoch": 2, "cursor": 0, "batches": len(loader), "skipped_in_epoch": 0,
+                                  "world_size": 1, "global_batches": len(loader)}
 
 
 def test_a_saved_position_that_does_not_fit_the_plan_is_refused(fsdd_entries) -> None:
