@@ -97,7 +97,7 @@ def ctc_loss(
     ``zero_infinity`` zeroes the loss (and gradient) of an utterance with no valid path.
     """
     per_utterance = F.ctc_loss(
-        log_probs.transpose(0, 1), targets, output_lengths, target_lengths,
+        log_probs.float().transpose(0, 1), targets, output_lengths, target_lengths,  # float32 under mixed precision
         blank=0, reduction="none", zero_infinity=zero_infinity,
     )  # [B]
     if normalize == "target_length":

@@ -87,6 +87,13 @@ class Trainer:
             for the device each), drops that update, logs it with the batch's utterance ids and
             goes on, stopping with the same error after ``nonfinite_patience`` consecutive skips.
 
+    precision: 32 (float32), or mixed precision: "bf16" or "fp16" autocast around the forward
+        passes (features and the CTC loss stay in float32); "fp16" scales the loss with a
+        ``GradScaler`` (saved in checkpoints), which skips the updates whose gradients overflow
+        and lowers its scale (those are not counted as non-finite skips).
+    compile: run the task's ``model`` (else the task) through ``torch.compile``, in place:
+        checkpoints keep the model's own parameter names and load without compiling.
+
     Several processes (``torchrun``, or any initialised ``torch.distributed`` process group):
     ``fit`` wraps the task in ``DistributedDataParallel``; each process trains its share of the
     batches, the update is that of the mean over every process's examples (see
@@ -120,6 +127,8 @@ class Trainer:
         accumulate_batches: PositiveInt = 1,
         on_nonfinite: Literal["error", "skip"] = "error",
         nonfinite_patience: PositiveInt = 10,
+        precision: Literal[32, "bf16", "fp16"] = 32,
+        compile: bool = False,
         checkpoint_policy: CheckpointPolicy = CheckpointPolicy(),
         config: dict[str, Any] | None = None,
     ):
@@ -151,6 +160,14 @@ class Trainer:
         if on_nonfinite not in ("error", "skip"):
             raise ValueError(f"on_nonfinite must be 'error' or 'skip', got {on_nonfinite!r}")
         self.accumulate_batches = accumulate_batches
+        precision = int(precision) if precision in ("32", 32) else precision  # "32" from Python is 32
+        if precision not in (32, "bf16", "fp16"):
+            raise ValueError(f"precision must be 32, 'bf16' or 'fp16', got {precision!r}")
+        self.precision = precision
+        self.autocast_dtype = {32: None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        self.grad_scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
+        self.compile = compile
+        self._compiled = False
         self.on_nonfinite = on_nonfinite
         self.nonfinite_patience = nonfinite_patience
         self.config = config
@@ -208,6 +225,7 @@ class Trainer:
         self.epoch_sums.to(self.device)
         self.stop_requests.reset()
         self._stop_agreed = False
+        self.maybe_compile()
         self.join_processes()
         if self.checkpointer is not None:
             self.checkpointer.clean_temporary()  # folders of a save killed half-way
@@ -261,6 +279,19 @@ class Trainer:
         self.maybe_restore_best()
         test_metrics = self.test(test_data) if test_data is not None else {}
         return maybe_write_results(self.experiment, self.config, self.results(test_metrics, wall_time=time.perf_counter() - started))
+
+    def maybe_compile(self) -> None:
+        """``compile``: compile the task's model in place (``nn.Module.compile``), once; its
+        state dict keeps its names (no ``_orig_mod.``)."""
+        if self.compile and not self._compiled:
+            getattr(self.task, "model", self.task).compile()
+            self._compiled = True
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision around a forward pass (``precision``), nothing for float32."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def join_processes(self) -> None:
         """Take part in the process group of ``torch.distributed``, if several processes train
@@ -348,7 +379,8 @@ class Trainer:
         that the all-reduce stays in step, and the window's update is skipped by all together)."""
         synced = contextlib.nullcontext() if self.ddp is None or closes_window else self.ddp.no_sync()
         with synced:
-            output = self.ddp(batch) if self.ddp is not None else self.training_step(batch)
+            with self.autocast():
+                output = self.ddp(batch) if self.ddp is not None else self.training_step(batch)
             finite = self.on_nonfinite == "error" or self.finite(output.loss)
             if not finite and self.ddp is None:
                 self.skip_update(batch, "loss")
@@ -366,14 +398,20 @@ class Trainer:
         the run stops inside the epoch."""
         if self.ddp is not None and not self.window.synced:
             self.all_reduce_gradients()  # the loader ended inside a window: its last batch did not sync
+        if self.grad_scaler is not None:
+            self.grad_scaler.unscale_(self.optimizer)  # true gradients for the hooks, clipping and checks
         self.normalize_gradients()
         self.call_hook("on_after_backward")
         self.clip_gradients()
         if self.on_nonfinite == "skip":
-            # After the all-reduce the norm is the same on every process; a NaN loss whose gradients
+            # fp16: gradients that overflow are the GradScaler's to skip (it lowers its scale);
+            # only a NaN loss counts. After the all-reduce the norm is the same on every process; a NaN loss whose gradients
             # stayed finite is agreed in the same collective.
-            (nonfinite,) = agree(self.window.nonfinite_batch is not None or not self.finite(self.gradient_norm()))
+            gradient_finite = self.grad_scaler is not None or self.finite(self.gradient_norm())
+            (nonfinite,) = agree(self.window.nonfinite_batch is not None or not gradient_finite)
             if nonfinite:
+                if self.grad_scaler is not None:
+                    self.grad_scaler.update()  # ends the unscaled window it took no step for
                 self.skip_update(self.window.nonfinite_batch or self.window.batch, "loss or gradient norm")
                 return not (self.should_stop() and not last_batch)
         return self.take_update(self.window.output, last_batch)
@@ -384,10 +422,8 @@ class Trainer:
         With ``accumulate_batches`` > 1 or several processes each loss is weighted by what it is
         a mean over (``StepOutput.normalizer``), and :meth:`normalize_gradients` divides by the
         total over the window and every process: the update of one batch as large as them all."""
-        if self.accumulate_batches == 1 and self.world_size == 1:
-            output.loss.backward()
-        else:
-            (output.loss * output.normalizer).backward()
+        loss = output.loss if self.accumulate_batches == 1 and self.world_size == 1 else output.loss * output.normalizer
+        (self.grad_scaler.scale(loss) if self.grad_scaler is not None else loss).backward()
         self.window.add(output, batch)
         if not count or output.batch_size == 0:  # a NaN to skip, or an empty batch's placeholder
             return
@@ -468,7 +504,11 @@ class Trainer:
 
     def optimizer_step(self) -> None:
         self.window.clear()
-        self.optimizer.step()
+        if self.grad_scaler is not None:
+            self.grad_scaler.step(self.optimizer)  # not taken when a gradient overflowed
+            self.grad_scaler.update()
+        else:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.scheduler is not None and self.scheduler_interval == "step" and not is_plateau_scheduler(self.scheduler):
             self.scheduler.step()
@@ -507,11 +547,19 @@ class Trainer:
     def evaluate_batch(self, batch: Any) -> StepOutput:
         return self.task.validation_step(batch)
 
+    def evaluate_in_precision(self, batch: Any) -> StepOutput:
+        with self.autocast():
+            return self.evaluate_batch(batch)
+
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, data: Iterable, split: str) -> dict[str, float]:
         """Loss, named losses and every metric over ``data``, keyed ``"<split>/<name>"``
-        (:func:`cadence.evaluation.evaluate`); the task's records go to the experiment folder."""
-        evaluation = evaluate(self.task, data, split, self.metrics, self.device, evaluate_batch=self.evaluate_batch,
+        (:func:`cadence.evaluation.evaluate`); the task's records go to the experiment folder.
+        With several processes each evaluates its share, with rank 0's buffers (batch norm
+        statistics: each process last updated them with its own batch), as rank 0 saves them."""
+        if self.ddp is not None:
+            broadcast_tensors(list(self.task.buffers()))
+        evaluation = evaluate(self.task, data, split, self.metrics, self.device, evaluate_batch=self.evaluate_in_precision,
                               progress_bar=self.progress_bar)
         if evaluation.records and self.experiment is not None:
             save_hypotheses(self.experiment, split, evaluation.records, step=self.state.global_step)
@@ -637,6 +685,7 @@ class Trainer:
             "task": self.task,
             "optimizer": self.optimizer,
             "scheduler": self.scheduler,
+            "grad_scaler": self.grad_scaler,
             "trainer_state": self.state,
             "epoch_sums": self.epoch_sums,
             "train_data": self.train_loader,

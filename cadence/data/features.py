@@ -17,6 +17,9 @@ Tests check all three against librosa on real recordings.
 
 from __future__ import annotations
 
+import functools
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,6 +35,18 @@ __all__ = ["LogMel", "MFCC", "Spectrogram", "dct_matrix", "hz_to_mel", "mel_filt
 # librosa.power_to_db's default ``amin``: the power floor before taking decibels, so silence
 # (exact zeros, e.g. digital silence) gives -100 dB instead of -inf.
 _DECIBEL_POWER_FLOOR = 1e-10
+
+
+def in_float32(forward: Callable) -> Callable:
+    """Run a feature's ``forward`` in float32 under mixed precision (autocast off): spectra and
+    their logarithms span more range than bf16 or fp16 keep."""
+
+    @functools.wraps(forward)
+    def wrapped(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None):
+        with torch.autocast(waveforms.device.type, enabled=False):
+            return forward(self, waveforms.float(), lengths)
+
+    return wrapped
 
 
 class _ShortTimeSpectrum(nn.Module):
@@ -140,6 +155,7 @@ class Spectrogram(_ShortTimeSpectrum):
             raise ValueError(f"power must be positive (1: magnitude, 2: power), got {power}")
         self.power = power
 
+    @in_float32
     def forward(
         self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,6 +242,7 @@ class LogMel(_MelSpectrum):
             raise ValueError(f"log_offset must be positive, got {log_offset}")
         self.log_offset = log_offset
 
+    @in_float32
     def forward(
         self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -276,6 +293,7 @@ class MFCC(_MelSpectrum):
         basis = torch.from_numpy(dct_matrix(n_mfcc, n_mels))
         self.register_buffer("dct_basis", basis.float(), persistent=False)  # [n_mfcc, n_mels]
 
+    @in_float32
     def forward(
         self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -73,7 +73,13 @@ def init_from_environment(timeout: datetime.timedelta | None = None) -> tuple[in
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         backend = "cpu:gloo,cuda:nccl"  # nccl for tensors on the GPU, gloo for the small CPU ones
-    dist.init_process_group(backend=backend, timeout=timeout or DEFAULT_TIMEOUT)
+    timeout = timeout or DEFAULT_TIMEOUT
+    store, rank, size = next(dist.rendezvous("env://", timeout=timeout))
+    # Each torchrun restart (--max-restarts) meets in keys of its own: the agent's store keeps the
+    # first attempt's addresses, and gloo would dial a dead process's port and fail to start.
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store = dist.PrefixStore(f"cadence/attempt-{attempt}", store)
+    dist.init_process_group(backend=backend, store=store, rank=rank, world_size=size, timeout=timeout)
     return distributed_rank_and_size()
 
 

@@ -1,0 +1,181 @@
+"""Training on several processes, started by torchrun (gloo on CPU): the same training as one
+process, only rank 0 writes, nothing hangs, and a killed rank restarts into the same result.
+
+Every run has a timeout, and ``CADENCE_DIST_TIMEOUT_S`` bounds each collective, so a hang
+fails the test instead of stopping the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cadence.checkpoint.checkpointer import find_checkpoint
+from cadence.checkpoint.format import load_checkpoint
+
+HERE = Path(__file__).resolve().parent
+REPOSITORY = HERE.parents[1]
+DIGITS = str(REPOSITORY / "recipes" / "fsdd" / "digits.yaml")
+WORKER = str(HERE / "distributed_worker.py")
+SMALL = ["data.max_train_utterances=240", "data.max_eval_utterances=60", "trainer.progress_bar=false"]
+BATCHES = [8, 8, 8, 8, 8, 3]  # six batches: three turns of two processes, the last one short
+
+
+def environment(fsdd_root: Path) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "CADENCE_DIST_TIMEOUT_S": "60", "CADENCE_FSDD_ROOT": str(fsdd_root)}
+
+
+def torchrun(arguments: list[str], fsdd_root: Path, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", *arguments]
+    return subprocess.run(command, env={**environment(fsdd_root), **(extra or {})}, capture_output=True, text=True,
+                          timeout=240, cwd=REPOSITORY)
+
+
+def run_worker(spec: dict, out: Path, fsdd_root: Path, processes: int) -> dict:
+    finished = torchrun(["--standalone", f"--nproc-per-node={processes}", WORKER, json.dumps(spec), str(out)], fsdd_root)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return {"weights": load_file(str(out / "weights.safetensors")), **json.loads((out / "result.json").read_text())}
+
+
+def assert_close(first: dict, second: dict, exact: bool = False) -> None:
+    for name, value in first.items():
+        if exact:
+            assert torch.equal(value, second[name]), name
+        else:
+            torch.testing.assert_close(value, second[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_two_processes_train_as_one_process_with_each_turns_batches_joined(fsdd_root, tmp_path):
+    two = run_worker({"batch_sizes": BATCHES, "epochs": 2}, tmp_path / "two", fsdd_root, processes=2)
+    one = run_worker({"batch_sizes": BATCHES, "epochs": 2, "join": 2}, tmp_path / "one", fsdd_root, processes=1)
+    assert two["global_step"] == one["global_step"] == 6
+    # The last turn joins 8 and 3 utterances: the update is the mean over all 11, not a mean of two means.
+    assert_close(two["weights"], one["weights"])
+
+
+def test_an_empty_batch_on_one_process_takes_no_share_and_does_not_hang(fsdd_root, tmp_path):
+    two = run_worker({"batch_sizes": BATCHES, "empty": [3]}, tmp_path / "two", fsdd_root, processes=2)
+    one = run_worker({"batch_sizes": BATCHES, "empty": [3], "join": 2}, tmp_path / "one", fsdd_root, processes=1)
+    assert two["global_step"] == one["global_step"] == 6
+    assert_close(two["weights"], one["weights"])
+
+
+def test_a_nan_on_one_process_is_skipped_by_both_as_if_that_turn_was_left_out(fsdd_root, tmp_path):
+    skipped = run_worker({"batch_sizes": BATCHES, "poison": [3], "on_nonfinite": "skip"}, tmp_path / "skip", fsdd_root, 2)
+    left_out = run_worker({"batch_sizes": BATCHES, "drop": [2, 3]}, tmp_path / "drop", fsdd_root, processes=2)
+    assert skipped["skipped_batches"] == 2 and skipped["global_step"] == left_out["global_step"] == 4  # once an epoch
+    assert_close(skipped["weights"], left_out["weights"], exact=True)
+
+
+def test_a_nan_on_one_process_stops_every_process_naming_the_step_and_its_utterances(fsdd_root, tmp_path):
+    spec = {"batch_sizes": BATCHES, "poison": [3]}  # rank 1's second batch: the second step
+    failed = torchrun(["--standalone", "--nproc-per-node=2", WORKER, json.dumps(spec), str(tmp_path)], fsdd_root)
+    assert failed.returncode != 0
+    message = "the training loss became NaN or infinite at step 2; utterances 0_george_30, 0_george_31"
+    assert failed.stderr.count(message) == 2, failed.stderr[-3000:]  # both ranks, the same words
+
+
+def run_files(directory: Path) -> list[str]:
+    return sorted(str(path.relative_to(directory)) for path in directory.rglob("*") if path.is_file())
+
+
+def test_two_processes_on_the_cli_write_one_folder_and_evaluate_as_one_process(fsdd_root, tmp_path):
+    directory = tmp_path / "run"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    finished = torchrun(["--standalone", "--nproc-per-node=2", "-m", "cadence", "train", DIGITS, *SMALL,
+                         "trainer.max_epochs=2", "--exp-dir", str(directory)], fsdd_root, extra={"TMPDIR": str(scratch)})
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    results = json.loads((directory / "results.json").read_text())
+    assert not any("rank" in name for name in run_files(directory))  # no file of another process
+    assert not list(scratch.glob("cadence-rank*"))  # the other process's scratch folder is gone
+    lines = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
+    assert len([line for line in lines if "val/accuracy" in line]) == 2  # one writer: each epoch once
+    state, _ = load_checkpoint(find_checkpoint(directory))
+    assert len(state["ranks"]) == 2 and set(state["ranks"][1]) == {"epoch_sums", "train_data", "train_metrics", "rng"}
+    # The best epoch's validation, summed over both processes' shares, is one process's evaluation.
+    evaluated = subprocess.run([sys.executable, "-m", "cadence", "eval", results["final_checkpoint"], "--split", "valid"],
+                               env=environment(fsdd_root), capture_output=True, text=True, timeout=240, cwd=REPOSITORY)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    single = json.loads(evaluated.stdout)
+    assert single["metrics"]["valid/accuracy"] == pytest.approx(results["best_validation"]["val/accuracy"], abs=1e-12)
+    assert single["metrics"]["valid/loss"] == pytest.approx(results["best_validation"]["val/loss"], rel=1e-5)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_torchrun_agents_as_two_nodes_train_a_recipe_to_the_end(fsdd_root, tmp_path):
+    port = free_port()
+    agents = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", f"--node-rank={node}",
+             "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=cadence-test", "-m", "cadence", "train",
+             DIGITS, *SMALL, "trainer.max_epochs=2", "--exp-dir", str(tmp_path / "run")],
+            env=environment(fsdd_root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPOSITORY,
+        )
+        for node in (0, 1)
+    ]
+    outputs = [agent.communicate(timeout=240) for agent in agents]
+    assert [agent.returncode for agent in agents] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["best_epoch"] is not None and len(load_checkpoint(find_checkpoint(tmp_path / "run"))[0]["ranks"]) == 2
+
+
+def worker_of_rank(agent: int, rank: int) -> int | None:
+    """The pid of the torchrun worker of ``rank`` started by the agent ``agent``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            variables = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == agent and f"RANK={rank}".encode() in variables:
+            return int(entry.name)
+    return None
+
+
+def test_a_rank_killed_with_sigkill_restarts_and_ends_bit_identical(fsdd_root, tmp_path):
+    settings = ["data.max_train_utterances=1200", "data.max_eval_utterances=60", "trainer.progress_bar=false",
+                "trainer.max_epochs=2", "checkpoint.every_steps=1", "checkpoint.keep_last=2"]
+
+    def command(directory: Path) -> list[str]:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "--max-restarts=1",
+                "-m", "cadence", "train", DIGITS, *settings, "--exp-dir", str(directory)]
+
+    whole = subprocess.run(command(tmp_path / "whole"), env=environment(fsdd_root), capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    agent = subprocess.Popen(command(tmp_path / "killed"), env=environment(fsdd_root), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    deadline = time.monotonic() + 120
+    while not any(path.name >= "step-000000008" for path in checkpoints.glob("step-*")):
+        assert time.monotonic() < deadline and agent.poll() is None, "no checkpoint of step 8 appeared"
+        time.sleep(0.02)
+    victim = worker_of_rank(agent.pid, 1)
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    _, errors = agent.communicate(timeout=300)
+    assert agent.returncode == 0, errors[-3000:]
+    assert "restarted by torchrun: resuming" in errors  # it did restart, and resumed
+    finished = json.loads((tmp_path / "killed" / "results.json").read_text())
+    uninterrupted = json.loads((tmp_path / "whole" / "results.json").read_text())
+    first, second = load_checkpoint(Path(finished["final_checkpoint"]))[0], load_checkpoint(Path(uninterrupted["final_checkpoint"]))[0]
+    assert first["trainer_state"]["global_step"] == second["trainer_state"]["global_step"]
+    assert_close(first["task"], second["task"], exact=True)
+    assert_close(first["optimizer"]["state"][0], second["optimizer"]["state"][0], exact=True)
