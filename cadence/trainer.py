@@ -423,6 +423,8 @@ class Trainer:
         a mean over (``StepOutput.normalizer``), and :meth:`normalize_gradients` divides by the
         total over the window and every process: the update of one batch as large as them all."""
         loss = output.loss if self.accumulate_batches == 1 and self.world_size == 1 else output.loss * output.normalizer
+        if self.ddp is not None:
+            loss = loss + self.ddp.module.weight_sum * output.normalizer  # see TrainingStep.weight_sum
         (self.grad_scaler.scale(loss) if self.grad_scaler is not None else loss).backward()
         self.window.add(output, batch)
         if not count or output.batch_size == 0:  # a NaN to skip, or an empty batch's placeholder
@@ -490,15 +492,17 @@ class Trainer:
         if self.accumulate_batches == 1 and self.world_size == 1:
             return
         total = float(self.window.examples)
-        if self.world_size > 1:
-            total = float(reduce_sum(torch.tensor(total, dtype=torch.float64))) / self.world_size
+        if self.ddp is not None:
+            weight_sum = self.ddp.module.weight_sum
+            total = float(weight_sum.grad)  # the mean over processes of their windows' weights
+            weight_sum.grad = None
         gradients = [parameter.grad for parameter in self.task.parameters() if parameter.grad is not None]
         if gradients and total > 0:  # 0: every process had an empty batch; the gradients are zeros
             torch._foreach_div_(gradients, total)
 
     def all_reduce_gradients(self) -> None:
         """Average the gradients over the processes by hand, as DDP does on a synced backward."""
-        for parameter in self.task.parameters():
+        for parameter in self.ddp.module.parameters():
             if parameter.grad is not None:
                 parameter.grad.copy_(reduce_sum(parameter.grad) / self.world_size)
 
@@ -529,6 +533,8 @@ class Trainer:
         utterance ids. ``nonfinite_patience`` consecutive skips stop the run."""
         state = self.state
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ddp is not None:
+            self.ddp.module.weight_sum.grad = None
         self.window.clear()  # the window's other batches go with it: their gradients were cleared
         state.skipped_batches += 1
         state.consecutive_skips += 1
@@ -994,6 +1000,11 @@ class TrainingStep(nn.Module):
         super().__init__()
         self.task = trainer.task  # a submodule: DDP reduces its parameters' gradients
         self.step = trainer.training_step
+        # Zero, and in no optimizer: its gradient is the weight of the batches back-propagated
+        # (the trainer adds ``weight_sum * weight`` to each loss), so DDP's all-reduce brings the
+        # mean weight over processes with the gradients, and the update needs no collective of its own.
+        device = next((parameter.device for parameter in self.task.parameters()), None)
+        self.weight_sum = nn.Parameter(torch.zeros((), device=device))
 
     def forward(self, batch: Any) -> StepOutput:
         return placeholder_step(self.task) if is_empty_batch(batch) else self.step(batch)

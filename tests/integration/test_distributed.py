@@ -179,3 +179,29 @@ def test_a_rank_killed_with_sigkill_restarts_and_ends_bit_identical(fsdd_root, t
     assert first["trainer_state"]["global_step"] == second["trainer_state"]["global_step"]
     assert_close(first["task"], second["task"], exact=True)
     assert_close(first["optimizer"]["state"][0], second["optimizer"]["state"][0], exact=True)
+
+
+def test_fp16_resumes_bit_identical_with_its_grad_scaler(fsdd_root):
+    finished = subprocess.run(
+        [sys.executable, "-m", "cadence", "verify-resume", DIGITS, "data.max_train_utterances=120", "data.max_eval_utterances=30",
+         "trainer.precision=fp16", "--steps", "8"], env=environment(fsdd_root), capture_output=True, text=True, timeout=240, cwd=REPOSITORY)
+    assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-2000:]
+    assert json.loads(finished.stdout)["identical"] is True
+
+
+def test_compiled_models_save_their_own_parameter_names_and_train_as_eager(tmp_path):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from cadence import ClassificationTask, Trainer
+
+    data = TensorDataset(torch.randn(64, 6, generator=torch.Generator().manual_seed(0)), torch.arange(64) % 3)
+    trained = {}
+    for compile_model in (False, True):
+        torch.manual_seed(0)
+        task = ClassificationTask(torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)))
+        trainer = Trainer(task, torch.optim.SGD(task.parameters(), lr=0.1), max_epochs=2, compile=compile_model,
+                          progress_bar=False, device="cpu")
+        trainer.fit(DataLoader(data, batch_size=16))
+        trained[compile_model] = task.state_dict()
+    assert list(trained[True]) == ["model.0.weight", "model.0.bias", "model.2.weight", "model.2.bias"]  # no _orig_mod.
+    assert_close(trained[True], trained[False])
