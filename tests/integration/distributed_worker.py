@@ -1,12 +1,13 @@
 """One process of the distributed tests (tests/integration/test_distributed.py), started by torchrun.
 
-Not a test module: the tests run it as ``torchrun --nproc-per-node N distributed_worker.py SPEC OUT``.
+Not a test module: the tests run it as ``torchrun --nproc-per-node N distributed_worker.py SPECS OUT``.
 
 It trains a small classifier (no dropout, no batch norm: its gradients depend on its own
 examples only) on FSDD recordings, as log-mel means, with the Trainer. The batches are a
 fixed global list, dealt in turn to the processes (batch ``i`` to rank ``i % N``), so that a
 1-process run over the same list with each turn's batches joined is the same training.
-SPEC is a JSON object:
+SPECS is a JSON object of runs by name (run one after the other in the same processes), each
+a JSON object:
 
 - ``batch_sizes``: the global list's batch sizes (utterances taken in order);
 - ``join``: with one process, join this many consecutive batches into one (a 2-process run's turn);
@@ -17,7 +18,8 @@ SPEC is a JSON object:
 - ``drop``: indices of global batches left out (a run that skips them on purpose);
 - ``on_nonfinite``, ``precision``: the Trainer's.
 
-Rank 0 writes ``OUT/weights.safetensors`` and ``OUT/result.json`` (its global step and skips).
+Rank 0 writes ``OUT/NAME/weights.safetensors`` and ``OUT/NAME/result.json`` (its global step
+and skips) for each run.
 """
 
 from __future__ import annotations
@@ -99,7 +101,12 @@ class PoisonedTask(ClassificationTask):
 
 
 def main() -> None:
-    spec, out = json.loads(sys.argv[1]), Path(sys.argv[2])
+    specs, out = json.loads(sys.argv[1]), Path(sys.argv[2])
+    for name, spec in specs.items():
+        train(spec, out / name)
+
+
+def train(spec: dict, out: Path) -> None:
     rank, world = init_from_environment()
     batches = global_batches(spec)
     poisoned = {batches[index].ids[0] for index in spec.get("poison", ())}

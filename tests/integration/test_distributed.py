@@ -41,10 +41,12 @@ def torchrun(arguments: list[str], fsdd_root: Path, extra: dict[str, str] | None
                           timeout=240, cwd=REPOSITORY)
 
 
-def run_worker(spec: dict, out: Path, fsdd_root: Path, processes: int) -> dict:
-    finished = torchrun(["--standalone", f"--nproc-per-node={processes}", WORKER, json.dumps(spec), str(out)], fsdd_root)
+def run_workers(specs: dict[str, dict], out: Path, fsdd_root: Path, processes: int) -> dict[str, dict]:
+    """Each run of ``specs`` (one torchrun launch for all): rank 0's weights and counts, by name."""
+    finished = torchrun(["--standalone", f"--nproc-per-node={processes}", WORKER, json.dumps(specs), str(out)], fsdd_root)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    return {"weights": load_file(str(out / "weights.safetensors")), **json.loads((out / "result.json").read_text())}
+    return {name: {"weights": load_file(str(out / name / "weights.safetensors")),
+                   **json.loads((out / name / "result.json").read_text())} for name in specs}
 
 
 def assert_close(first: dict, second: dict, exact: bool = False) -> None:
@@ -55,31 +57,46 @@ def assert_close(first: dict, second: dict, exact: bool = False) -> None:
             torch.testing.assert_close(value, second[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_two_processes_train_as_one_process_with_each_turns_batches_joined(fsdd_root, tmp_path):
-    two = run_worker({"batch_sizes": BATCHES, "epochs": 2}, tmp_path / "two", fsdd_root, processes=2)
-    one = run_worker({"batch_sizes": BATCHES, "epochs": 2, "join": 2}, tmp_path / "one", fsdd_root, processes=1)
+@pytest.fixture(scope="module")
+def two_processes(fsdd_root, tmp_path_factory) -> dict[str, dict]:
+    return run_workers({
+        "plain": {"batch_sizes": BATCHES, "epochs": 2},
+        "empty": {"batch_sizes": BATCHES, "empty": [3]},
+        "poisoned": {"batch_sizes": BATCHES, "poison": [3], "on_nonfinite": "skip"},
+        "turn_left_out": {"batch_sizes": BATCHES, "drop": [2, 3]},
+    }, tmp_path_factory.mktemp("two"), fsdd_root, processes=2)
+
+
+@pytest.fixture(scope="module")
+def one_process(fsdd_root, tmp_path_factory) -> dict[str, dict]:
+    return run_workers({
+        "plain": {"batch_sizes": BATCHES, "epochs": 2, "join": 2},
+        "empty": {"batch_sizes": BATCHES, "empty": [3], "join": 2},
+    }, tmp_path_factory.mktemp("one"), fsdd_root, processes=1)
+
+
+def test_two_processes_train_as_one_process_with_each_turns_batches_joined(two_processes, one_process):
+    two, one = two_processes["plain"], one_process["plain"]
     assert two["global_step"] == one["global_step"] == 6
     # The last turn joins 8 and 3 utterances: the update is the mean over all 11, not a mean of two means.
     assert_close(two["weights"], one["weights"])
 
 
-def test_an_empty_batch_on_one_process_takes_no_share_and_does_not_hang(fsdd_root, tmp_path):
-    two = run_worker({"batch_sizes": BATCHES, "empty": [3]}, tmp_path / "two", fsdd_root, processes=2)
-    one = run_worker({"batch_sizes": BATCHES, "empty": [3], "join": 2}, tmp_path / "one", fsdd_root, processes=1)
+def test_an_empty_batch_on_one_process_takes_no_share_and_does_not_hang(two_processes, one_process):
+    two, one = two_processes["empty"], one_process["empty"]
     assert two["global_step"] == one["global_step"] == 6
     assert_close(two["weights"], one["weights"])
 
 
-def test_a_nan_on_one_process_is_skipped_by_both_as_if_that_turn_was_left_out(fsdd_root, tmp_path):
-    skipped = run_worker({"batch_sizes": BATCHES, "poison": [3], "on_nonfinite": "skip"}, tmp_path / "skip", fsdd_root, 2)
-    left_out = run_worker({"batch_sizes": BATCHES, "drop": [2, 3]}, tmp_path / "drop", fsdd_root, processes=2)
+def test_a_nan_on_one_process_is_skipped_by_both_as_if_that_turn_was_left_out(two_processes):
+    skipped, left_out = two_processes["poisoned"], two_processes["turn_left_out"]
     assert skipped["skipped_batches"] == 2 and skipped["global_step"] == left_out["global_step"] == 4  # once an epoch
     assert_close(skipped["weights"], left_out["weights"], exact=True)
 
 
 def test_a_nan_on_one_process_stops_every_process_naming_the_step_and_its_utterances(fsdd_root, tmp_path):
-    spec = {"batch_sizes": BATCHES, "poison": [3]}  # rank 1's second batch: the second step
-    failed = torchrun(["--standalone", "--nproc-per-node=2", WORKER, json.dumps(spec), str(tmp_path)], fsdd_root)
+    specs = {"error": {"batch_sizes": BATCHES, "poison": [3]}}  # rank 1's second batch: the second step
+    failed = torchrun(["--standalone", "--nproc-per-node=2", WORKER, json.dumps(specs), str(tmp_path)], fsdd_root)
     assert failed.returncode != 0
     message = "the training loss became NaN or infinite at step 2; utterances 0_george_30, 0_george_31"
     assert failed.stderr.count(message) == 2, failed.stderr[-3000:]  # both ranks, the same words
@@ -151,7 +168,7 @@ def worker_of_rank(agent: int, rank: int) -> int | None:
 
 
 def test_a_rank_killed_with_sigkill_restarts_and_ends_bit_identical(fsdd_root, tmp_path):
-    settings = ["data.max_train_utterances=1200", "data.max_eval_utterances=60", "trainer.progress_bar=false",
+    settings = ["data.max_train_utterances=800", "data.max_eval_utterances=60", "trainer.progress_bar=false",
                 "trainer.max_epochs=2", "checkpoint.every_steps=1", "checkpoint.keep_last=2"]
 
     def command(directory: Path) -> list[str]:
@@ -164,8 +181,8 @@ def test_a_rank_killed_with_sigkill_restarts_and_ends_bit_identical(fsdd_root, t
                              stderr=subprocess.PIPE, text=True)
     checkpoints = tmp_path / "killed" / "checkpoints"
     deadline = time.monotonic() + 120
-    while not any(path.name >= "step-000000008" for path in checkpoints.glob("step-*")):
-        assert time.monotonic() < deadline and agent.poll() is None, "no checkpoint of step 8 appeared"
+    while not any(path.name >= "step-000000006" for path in checkpoints.glob("step-*")):
+        assert time.monotonic() < deadline and agent.poll() is None, "no checkpoint of step 6 appeared"
         time.sleep(0.02)
     victim = worker_of_rank(agent.pid, 1)
     assert victim is not None
