@@ -61,7 +61,8 @@ def synchronize(device: torch.device) -> None:
 def hand_loop(data, device) -> float:
     torch.manual_seed(0)
     model = Model().to(device)
-    ddp = DistributedDataParallel(model) if torch.distributed.is_initialized() else model
+    # As cadence does: one process needs no DDP (torchrun initialises a group of one all the same).
+    ddp = DistributedDataParallel(model) if torch.distributed.get_world_size() > 1 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     synchronize(device)
     started = time.perf_counter()

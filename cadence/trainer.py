@@ -35,13 +35,12 @@ from typing import Any, Iterable, Literal, Sequence
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from cadence.bounds import NonNegativeInt, PositiveFloat, PositiveInt
 from cadence.callbacks.base import Callback
 from cadence.callbacks.early_stopping import EarlyStopping
 from cadence.checkpoint.candidates import use_first_that_fits
-from cadence.checkpoint.checkpointer import Checkpointer, checkpoint_name, listing
+from cadence.checkpoint.checkpointer import Checkpointer, checkpoint_name, find_checkpoint, listing
 from cadence.checkpoint.format import load_checkpoint
 from cadence.checkpoint.retention import Boundary, CheckpointPolicy, SaveTriggers, checkpoints_to_delete, is_better
 from cadence.checkpoint.snapshot import capture, load_module_state, restore
@@ -62,7 +61,8 @@ from cadence.runtime.logs import get_logger, progress
 from cadence.run_record import maybe_record_run, maybe_write_results
 from cadence.runtime.signals import StopRequests
 from cadence.state import TrainState
-from cadence.tasks.base import StepOutput, check_task, is_empty_batch, placeholder_step
+from cadence.parallel import FullModelState, FullOptimizerState, ProcessGroupWrapper, full, local
+from cadence.tasks.base import StepOutput, check_task
 
 
 class Trainer:
@@ -94,8 +94,12 @@ class Trainer:
     compile: run the task's ``model`` (else the task) through ``torch.compile``, in place:
         checkpoints keep the model's own parameter names and load without compiling.
 
+    parallel: how several processes share the work (see :mod:`cadence.parallel`): "ddp" (each
+        holds the whole model) or "fsdp" (FSDP2: parameters, gradients and optimizer state
+        sharded, for a model that does not fit one device).
+
     Several processes (``torchrun``, or any initialised ``torch.distributed`` process group):
-    ``fit`` wraps the task in ``DistributedDataParallel``; each process trains its share of the
+    ``fit`` wraps the task (``parallel``); each process trains its share of the
     batches, the update is that of the mean over every process's examples (see
     ``StepOutput.weight``), and stops, saves and skips are agreed by all processes at once.
     Only the process with an ``experiment`` (rank 0) writes; the others take part in each save,
@@ -129,6 +133,7 @@ class Trainer:
         nonfinite_patience: PositiveInt = 10,
         precision: Literal[32, "bf16", "fp16"] = 32,
         compile: bool = False,
+        parallel: Literal["ddp", "fsdp"] = "ddp",
         checkpoint_policy: CheckpointPolicy = CheckpointPolicy(),
         config: dict[str, Any] | None = None,
     ):
@@ -168,6 +173,11 @@ class Trainer:
         self.grad_scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
         self.compile = compile
         self._compiled = False
+        if parallel not in ("ddp", "fsdp"):
+            raise ValueError(f"parallel must be 'ddp' or 'fsdp', got {parallel!r}")
+        if parallel == "fsdp" and precision == "fp16":
+            raise ValueError("parallel='fsdp' takes precision 32 or 'bf16' (fp16's GradScaler is not sharded here)")
+        self.parallel = parallel
         self.on_nonfinite = on_nonfinite
         self.nonfinite_patience = nonfinite_patience
         self.config = config
@@ -186,7 +196,7 @@ class Trainer:
         self.window = UpdateWindow()  # the batches whose gradients the next update takes
         self.evaluated_batches: int | None = None  # batches of the last evaluation (None: a subclass's own)
         self.rank, self.world_size = 0, 1  # this process among those training together (set by fit)
-        self.ddp: DistributedDataParallel | None = None  # the task wrapped for several processes
+        self.wrapped: ProcessGroupWrapper | None = None  # the task wrapped for several processes
         self.saves_checkpoints = self.checkpointer is not None  # on every rank: whether rank 0 saves
         self._stop_agreed = False  # with several processes, the stop requests as last agreed by all
         self._loss_finite_until = 0  # the step up to which every training loss was finite
@@ -293,6 +303,11 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
+    @property
+    def sharded(self) -> bool:
+        """Whether the task's parameters are sharded across processes (``parallel="fsdp"``)."""
+        return self.wrapped is not None and self.wrapped.sharded
+
     def join_processes(self) -> None:
         """Take part in the process group of ``torch.distributed``, if several processes train
         together: wrap the task in DDP (it broadcasts rank 0's weights), learn whether rank 0
@@ -300,7 +315,7 @@ class Trainer:
         self.rank, self.world_size = distributed_rank_and_size()
         self.saves_checkpoints = self.checkpointer is not None
         if self.world_size == 1:
-            self.ddp = None
+            self.wrapped = None
             return
         self.saves_checkpoints = bool(broadcast_object(self.checkpointer is not None))
         tokenizer = getattr(self.task, "tokenizer", None)
@@ -308,8 +323,8 @@ class Trainer:
         if len(set(fingerprints)) > 1:
             raise ConfigError(f"the processes built different tokenizers ({fingerprints}); give every process the same "
                               "data and tokenizer options (a tokenizer file rather than one trained at the start)")
-        if self.ddp is None or self.ddp.module.task is not self.task:
-            self.ddp = DistributedDataParallel(TrainingStep(self))
+        if self.wrapped is None or self.wrapped.task is not self.task:
+            self.wrapped = ProcessGroupWrapper(self.task, self.optimizer, self.parallel, self.training_step, self.evaluate_batch)
 
     def should_stop(self) -> bool:
         """The one decision to stop, asked at every boundary of the loop. Its sources:
@@ -377,12 +392,12 @@ class Trainer:
         on the others). False when the batch was skipped at once: a NaN or infinite loss with
         ``on_nonfinite="skip"`` in one process (with several, every process back-propagates, so
         that the all-reduce stays in step, and the window's update is skipped by all together)."""
-        synced = contextlib.nullcontext() if self.ddp is None or closes_window else self.ddp.no_sync()
+        synced = contextlib.nullcontext() if self.wrapped is None else self.wrapped.gradient_sync(closes_window)
         with synced:
             with self.autocast():
-                output = self.ddp(batch) if self.ddp is not None else self.training_step(batch)
+                output = self.wrapped.train(batch) if self.wrapped is not None else self.training_step(batch)
             finite = self.on_nonfinite == "error" or self.finite(output.loss)
-            if not finite and self.ddp is None:
+            if not finite and self.wrapped is None:
                 self.skip_update(batch, "loss")
                 return False
             self.accumulate(output, batch, count=finite)
@@ -396,7 +411,7 @@ class Trainer:
         process), the hooks after backward, clipping, then its update (or, with
         ``on_nonfinite="skip"`` and a NaN or infinite loss or gradient norm, none). False when
         the run stops inside the epoch."""
-        if self.ddp is not None and not self.window.synced:
+        if self.wrapped is not None and not self.window.synced:
             self.all_reduce_gradients()  # the loader ended inside a window: its last batch did not sync
         if self.grad_scaler is not None:
             self.grad_scaler.unscale_(self.optimizer)  # true gradients for the hooks, clipping and checks
@@ -423,8 +438,8 @@ class Trainer:
         a mean over (``StepOutput.normalizer``), and :meth:`normalize_gradients` divides by the
         total over the window and every process: the update of one batch as large as them all."""
         loss = output.loss if self.accumulate_batches == 1 and self.world_size == 1 else output.loss * output.normalizer
-        if self.ddp is not None:
-            loss = loss + self.ddp.module.weight_sum * output.normalizer  # see TrainingStep.weight_sum
+        if self.wrapped is not None:
+            loss = self.wrapped.weighted(loss, output.normalizer)  # see cadence.parallel.TrainingStep
         (self.grad_scaler.scale(loss) if self.grad_scaler is not None else loss).backward()
         self.window.add(output, batch)
         if not count or output.batch_size == 0:  # a NaN to skip, or an empty batch's placeholder
@@ -492,17 +507,19 @@ class Trainer:
         if self.accumulate_batches == 1 and self.world_size == 1:
             return
         total = float(self.window.examples)
-        if self.ddp is not None:
-            weight_sum = self.ddp.module.weight_sum
-            total = float(weight_sum.grad)  # the mean over processes of their windows' weights
-            weight_sum.grad = None
+        if self.wrapped is not None:
+            mean = self.wrapped.mean_weight()  # the mean over processes of their windows' weights
+            total = mean if mean is not None else float(reduce_sum(torch.tensor(total, dtype=torch.float64))) / self.world_size
         gradients = [parameter.grad for parameter in self.task.parameters() if parameter.grad is not None]
         if gradients and total > 0:  # 0: every process had an empty batch; the gradients are zeros
             torch._foreach_div_(gradients, total)
 
     def all_reduce_gradients(self) -> None:
         """Average the gradients over the processes by hand, as DDP does on a synced backward."""
-        for parameter in self.ddp.module.parameters():
+        if self.wrapped.sharded:
+            raise ConfigError("parallel='fsdp' needs training data of known length (the last batch of an update must "
+                              "reduce the gradients); give a DataLoader with a length, or use parallel='ddp'")
+        for parameter in self.wrapped.parameters():
             if parameter.grad is not None:
                 parameter.grad.copy_(reduce_sum(parameter.grad) / self.world_size)
 
@@ -520,7 +537,7 @@ class Trainer:
     @staticmethod
     def finite(value: torch.Tensor) -> bool:
         """Whether ``value`` holds no NaN or infinity (waits for the device)."""
-        return bool(torch.isfinite(value.detach()).all())
+        return bool(torch.isfinite(full(value.detach())).all())  # a sharded norm (FSDP) is gathered
 
     def gradient_norm(self) -> torch.Tensor:
         """The global L2 norm of the task's gradients (0 when there are none)."""
@@ -533,8 +550,8 @@ class Trainer:
         utterance ids. ``nonfinite_patience`` consecutive skips stop the run."""
         state = self.state
         self.optimizer.zero_grad(set_to_none=True)
-        if self.ddp is not None:
-            self.ddp.module.weight_sum.grad = None
+        if self.wrapped is not None:
+            self.wrapped.clear_weight()
         self.window.clear()  # the window's other batches go with it: their gradients were cleared
         state.skipped_batches += 1
         state.consecutive_skips += 1
@@ -555,7 +572,7 @@ class Trainer:
 
     def evaluate_in_precision(self, batch: Any) -> StepOutput:
         with self.autocast():
-            return self.evaluate_batch(batch)
+            return self.wrapped.evaluate(batch) if self.wrapped is not None else self.evaluate_batch(batch)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, data: Iterable, split: str) -> dict[str, float]:
@@ -563,7 +580,7 @@ class Trainer:
         (:func:`cadence.evaluation.evaluate`); the task's records go to the experiment folder.
         With several processes each evaluates its share, with rank 0's buffers (batch norm
         statistics: each process last updated them with its own batch), as rank 0 saves them."""
-        if self.ddp is not None:
+        if self.wrapped is not None:
             broadcast_tensors(list(self.task.buffers()))
         evaluation = evaluate(self.task, data, split, self.metrics, self.device, evaluate_batch=self.evaluate_in_precision,
                               progress_bar=self.progress_bar)
@@ -645,7 +662,7 @@ class Trainer:
         state.best_value, state.best_epoch = value, epoch_number
         if self.checkpointer is not None:
             state.best_checkpoint = checkpoint_name(state.global_step)  # written at the end of this epoch
-        elif self.restore_best and self.rank == 0:  # (the others get rank 0's at the end)
+        elif self.restore_best and self.rank == 0 and not self.sharded:  # (the others get rank 0's at the end)
             self._best_weights = {key: tensor.detach().to("cpu", copy=True) for key, tensor in self.task.state_dict().items()}
 
     def monitored_value_of_last_epoch(self) -> float | None:
@@ -660,20 +677,34 @@ class Trainer:
         and with several processes sends them to the others."""
         if not self.restore_best or self.state.best_epoch is None:
             return
+        if self.sharded:  # every process loads its shard of the best checkpoint (a collective)
+            best = broadcast_object(str(self.best_checkpoint_path() or ""))
+            if best:
+                self.stateful_components()["task"].load_state_dict(load_checkpoint(Path(best))[0]["task"])
+            return
         if self.rank == 0:
             self.load_best_weights()
         broadcast_tensors(list(self.task.state_dict().values()))
 
-    def load_best_weights(self) -> None:
+    def best_checkpoint_path(self) -> Path | None:
+        """The folder of the best checkpoint, when this run has one (None, with a warning, when it is gone)."""
         folder = self.checkpointer.directory if self.checkpointer is not None else None
         if folder is None and self.resumed_from is not None:
             folder = self.resumed_from.parent  # resumed without an experiment: the run's own checkpoints
-        if folder is not None and self.state.best_checkpoint is not None:
-            if not (folder / self.state.best_checkpoint).is_dir():
-                self.logger.warning("the best checkpoint %s is gone; keeping the last weights", folder / self.state.best_checkpoint)
-                return
-            state, _ = load_checkpoint(folder / self.state.best_checkpoint)
+        if folder is None or self.state.best_checkpoint is None:
+            return None
+        if not (folder / self.state.best_checkpoint).is_dir():
+            self.logger.warning("the best checkpoint %s is gone; keeping the last weights", folder / self.state.best_checkpoint)
+            return None
+        return folder / self.state.best_checkpoint
+
+    def load_best_weights(self) -> None:
+        best = self.best_checkpoint_path()
+        if best is not None:
+            state, _ = load_checkpoint(best)
             load_module_state(self.task, state.get("task"), "task")
+        elif self.state.best_checkpoint is not None and self._best_weights is None:
+            return  # gone (said above)
         elif self._best_weights is not None:
             self.task.load_state_dict(self._best_weights)
         else:
@@ -688,8 +719,8 @@ class Trainer:
     def stateful_components(self) -> dict[str, Any]:
         """Everything restartable, by the name it has in a checkpoint, in the order it is restored."""
         return {
-            "task": self.task,
-            "optimizer": self.optimizer,
+            "task": FullModelState(self.task) if self.sharded else self.task,
+            "optimizer": FullOptimizerState(self.task, self.optimizer) if self.sharded else self.optimizer,
             "scheduler": self.scheduler,
             "grad_scaler": self.grad_scaler,
             "trainer_state": self.state,
@@ -758,9 +789,13 @@ class Trainer:
         """
         if self.train_loader is None:
             raise ValueError("resume through fit(train_data, ..., resume_from=...): the loader's position is restored too")
-        if self.rank == 0:
+        if self.rank == 0 and not self.sharded:
             path, metadata = use_first_that_fits(checkpoint, self.restore_checkpoint)
             broadcast_object(str(path))  # the others load the one rank 0 chose (it sets newer ones aside)
+        elif self.rank == 0:  # sharded: loading is a collective, so all load the newest valid one together
+            path = find_checkpoint(checkpoint)
+            broadcast_object(str(path))
+            metadata = self.restore_checkpoint(path, *load_checkpoint(path))
         else:
             path = Path(broadcast_object(None))
             metadata = self.restore_checkpoint(path, *load_checkpoint(path))
@@ -829,9 +864,10 @@ class Trainer:
     def check_weights_finite(self) -> None:
         """Stop with an error when a weight is NaN or infinite (the step after the last finite
         loss can still blow them up); checked before each save, a pass over the weights."""
-        finite = [torch.isfinite(parameter).all() for parameter in self.task.parameters()
-                  if not isinstance(parameter, nn.parameter.UninitializedParameter) and parameter.numel()]
-        if not finite or bool(torch.stack(finite).all()):
+        finite = [torch.isfinite(local(parameter)).all() for parameter in self.task.parameters()
+                  if not isinstance(parameter, nn.parameter.UninitializedParameter) and local(parameter).numel()]
+        (diverged_here,) = agree(bool(finite) and not bool(torch.stack(finite).all()))  # each process its shard (FSDP)
+        if not diverged_here:
             return
         raise diverged(f"the model's weights became NaN or infinite by step {self.state.global_step}: the model "
                        "diverged; nothing was saved after it")
@@ -866,6 +902,8 @@ class Trainer:
         gathered, and rank 0 writes."""
         ranks = all_gather_objects(capture(self.rank_components())) if self.world_size > 1 else None
         if self.checkpointer is None:
+            if self.sharded:
+                self.state_dict()  # gathering the whole model and optimizer state takes every process
             self.save_triggers.saved(self.position())  # rank 0 saved this position
             return None
         name = checkpoint_name(self.state.global_step)
@@ -990,21 +1028,3 @@ class UpdateWindow:
         self.synced = True  # whether the last backward all-reduced the gradients (several processes)
         self.nonfinite_batch: Any = None  # a batch whose loss was NaN or infinite (several processes, skip)
 
-
-class TrainingStep(nn.Module):
-    """The Trainer's training step as a module's ``forward``: DDP prepares its gradient
-    all-reduce in its own forward call, so the step must run inside it. A process whose batch
-    is empty (every utterance unusable) takes a placeholder step, so that no process waits."""
-
-    def __init__(self, trainer: Trainer):
-        super().__init__()
-        self.task = trainer.task  # a submodule: DDP reduces its parameters' gradients
-        self.step = trainer.training_step
-        # Zero, and in no optimizer: its gradient is the weight of the batches back-propagated
-        # (the trainer adds ``weight_sum * weight`` to each loss), so DDP's all-reduce brings the
-        # mean weight over processes with the gradients, and the update needs no collective of its own.
-        device = next((parameter.device for parameter in self.task.parameters()), None)
-        self.weight_sum = nn.Parameter(torch.zeros((), device=device))
-
-    def forward(self, batch: Any) -> StepOutput:
-        return placeholder_step(self.task) if is_empty_batch(batch) else self.step(batch)

@@ -16,7 +16,7 @@ a JSON object:
 - ``empty``: indices of global batches to empty (every utterance unusable);
 - ``poison``: indices of global batches whose loss is NaN;
 - ``drop``: indices of global batches left out (a run that skips them on purpose);
-- ``on_nonfinite``, ``precision``: the Trainer's.
+- ``on_nonfinite``, ``parallel``: the Trainer's.
 
 Rank 0 writes ``OUT/NAME/weights.safetensors`` and ``OUT/NAME/result.json`` (its global step
 and skips) for each run.
@@ -120,13 +120,15 @@ def train(spec: dict, out: Path) -> None:
     trainer = Trainer(
         task, torch.optim.Adam(task.parameters(), lr=0.01), max_epochs=spec.get("epochs", 2), device="cpu",
         progress_bar=False, log_every=1, accumulate_batches=spec.get("accumulate", 1),
-        on_nonfinite=spec.get("on_nonfinite", "error"),
+        on_nonfinite=spec.get("on_nonfinite", "error"), parallel=spec.get("parallel", "ddp"),
     )
     trainer.fit(mine)
+    weights = trainer.stateful_components()["task"].state_dict()  # whole, also when sharded (a collective)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        save_file({name: value.contiguous() for name, value in task.state_dict().items()}, str(out / "weights.safetensors"))
-        result = {"global_step": trainer.state.global_step, "skipped_batches": trainer.state.skipped_batches}
+        save_file({name: value.contiguous() for name, value in weights.items()}, str(out / "weights.safetensors"))
+        result = {"global_step": trainer.state.global_step, "skipped_batches": trainer.state.skipped_batches,
+                  "parameter_types": sorted({type(parameter).__name__ for parameter in task.parameters()})}
         (out / "result.json").write_text(json.dumps(result))
 
 

@@ -64,6 +64,7 @@ def two_processes(fsdd_root, tmp_path_factory) -> dict[str, dict]:
         "empty": {"batch_sizes": BATCHES, "empty": [3]},
         "poisoned": {"batch_sizes": BATCHES, "poison": [3], "on_nonfinite": "skip"},
         "turn_left_out": {"batch_sizes": BATCHES, "drop": [2, 3]},
+        "sharded": {"batch_sizes": BATCHES, "epochs": 2, "parallel": "fsdp"},
     }, tmp_path_factory.mktemp("two"), fsdd_root, processes=2)
 
 
@@ -80,6 +81,13 @@ def test_two_processes_train_as_one_process_with_each_turns_batches_joined(two_p
     assert two["global_step"] == one["global_step"] == 6
     # The last turn joins 8 and 3 utterances: the update is the mean over all 11, not a mean of two means.
     assert_close(two["weights"], one["weights"])
+
+
+def test_fsdp_shards_the_parameters_and_trains_as_ddp(two_processes):
+    sharded, replicated = two_processes["sharded"], two_processes["plain"]
+    assert sharded["parameter_types"] == ["DTensor"] and replicated["parameter_types"] == ["Parameter"]
+    assert sharded["global_step"] == replicated["global_step"] == 6
+    assert_close(sharded["weights"], replicated["weights"])  # saved whole, under the model's own names
 
 
 def test_an_empty_batch_on_one_process_takes_no_share_and_does_not_hang(two_processes, one_process):
@@ -222,3 +230,23 @@ def test_compiled_models_save_their_own_parameter_names_and_train_as_eager(tmp_p
         trained[compile_model] = task.state_dict()
     assert list(trained[True]) == ["model.0.weight", "model.0.bias", "model.2.weight", "model.2.bias"]  # no _orig_mod.
     assert_close(trained[True], trained[False])
+
+
+def test_fsdp_checkpoints_are_whole_and_resume_exactly(fsdd_root, tmp_path):
+    settings = [*SMALL, "trainer.parallel=fsdp"]
+
+    def run(*arguments: str) -> None:
+        finished = torchrun(["--standalone", "--nproc-per-node=2", "-m", "cadence", *arguments], fsdd_root)
+        assert finished.returncode == 0, finished.stderr[-3000:]
+
+    run("train", DIGITS, *settings, "trainer.max_epochs=3", "--exp-dir", str(tmp_path / "whole"))
+    run("train", DIGITS, *settings, "trainer.max_epochs=2", "--exp-dir", str(tmp_path / "resumed"))
+    run("resume", str(tmp_path / "resumed"), "trainer.max_epochs=3")
+    whole, _ = load_checkpoint(find_checkpoint(tmp_path / "whole"))
+    resumed, _ = load_checkpoint(find_checkpoint(tmp_path / "resumed"))
+    assert whole["trainer_state"]["global_step"] == resumed["trainer_state"]["global_step"] == 12
+    assert list(whole["task"]) == list(resumed["task"]) and "model.convolutions.0.weight" in whole["task"]
+    assert_close(whole["task"], resumed["task"], exact=True)
+    # The optimizer's state is whole too, keyed by parameter name.
+    assert_close(whole["optimizer"]["state"]["model.convolutions.0.weight"],
+                 resumed["optimizer"]["state"]["model.convolutions.0.weight"], exact=True)
