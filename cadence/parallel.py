@@ -21,12 +21,6 @@ from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions, get_model_state_dict, get_optimizer_state_dict, set_model_state_dict, set_optimizer_state_dict,
-)
-from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import fully_shard
-from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
 from cadence.tasks.base import StepOutput, is_empty_batch, placeholder_step
@@ -123,6 +117,10 @@ class ProcessGroupWrapper:
 def shard(step: TrainingStep, optimizer: torch.optim.Optimizer) -> nn.Module:
     """``fully_shard`` each block of the task, then the step itself (the root), over all
     processes; the optimizer's parameter groups are pointed at the sharded parameters."""
+    # Imported here: FSDP's modules take about a second to import, which only a sharded run pays.
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
     if optimizer.state:
         raise ValueError("parallel='fsdp' shards the parameters before the first step; the optimizer has state already")
     names = {id(parameter): name for name, parameter in step.task.named_parameters()}
@@ -150,17 +148,22 @@ def blocks(task: nn.Module) -> list[nn.Module]:
 
 
 def local(tensor: torch.Tensor) -> torch.Tensor:
-    """A sharded tensor's part on this process (a plain tensor itself)."""
-    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+    """A sharded tensor's (a DTensor's) part on this process; a plain tensor itself."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
 
 
 def full(tensor: torch.Tensor) -> torch.Tensor:
-    """A sharded tensor gathered whole (a collective), or a plain tensor itself."""
-    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+    """A sharded tensor (a DTensor) gathered whole (a collective); a plain tensor itself."""
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
 
 
-_FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)  # rank 0 gets the whole state, on the CPU
-_FULL_LOAD = StateDictOptions(full_state_dict=True)  # each process passes the whole state and keeps its shard
+def state_dict_functions():
+    """``torch.distributed.checkpoint.state_dict``, and its options: gathering whole state to rank 0
+    on the CPU, and loading whole state (each process keeps its shard). Imported when first used."""
+    from torch.distributed.checkpoint import state_dict
+
+    gather = state_dict.StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return state_dict, gather, state_dict.StateDictOptions(full_state_dict=True)
 
 
 class FullModelState:
@@ -171,10 +174,12 @@ class FullModelState:
         self.task = task
 
     def state_dict(self) -> dict[str, Any]:
-        return get_model_state_dict(self.task, options=_FULL)
+        functions, gather, _ = state_dict_functions()
+        return functions.get_model_state_dict(self.task, options=gather)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        set_model_state_dict(self.task, state, options=_FULL_LOAD)
+        functions, _, whole = state_dict_functions()
+        functions.set_model_state_dict(self.task, state, options=whole)
 
 
 class FullOptimizerState:
@@ -184,7 +189,9 @@ class FullOptimizerState:
         self.task, self.optimizer = task, optimizer
 
     def state_dict(self) -> dict[str, Any]:
-        return get_optimizer_state_dict(self.task, self.optimizer, options=_FULL)
+        functions, gather, _ = state_dict_functions()
+        return functions.get_optimizer_state_dict(self.task, self.optimizer, options=gather)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        set_optimizer_state_dict(self.task, self.optimizer, state, options=_FULL_LOAD)
+        functions, _, whole = state_dict_functions()
+        functions.set_optimizer_state_dict(self.task, self.optimizer, state, options=whole)

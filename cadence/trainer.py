@@ -977,27 +977,24 @@ def utterance_list(ids: list[str], shown: int = 8) -> str:
 
 class NonFiniteWatch:
     """Which step's training loss first went NaN or infinite since the last check, and that
-    batch's utterance ids, without waiting for the device on every step: the first bad step
-    is kept on the device; the ids of the batches since the last check, on the host."""
+    batch's utterance ids, at no cost per step: each step's loss (already computed) and ids
+    are kept by reference, and looked at only when a check has found the epoch's sum broken."""
 
     def __init__(self) -> None:
-        self.first_step: torch.Tensor | None = None  # -1 while every loss was finite
-        self.ids: dict[int, list[str]] = {}
+        self.recent: list[tuple[int, torch.Tensor, Any]] = []  # (step, loss, the batch's ids) since the last check
 
     def add(self, loss: torch.Tensor, step: int, batch: Any) -> None:
-        if self.first_step is None:
-            self.first_step = torch.full((), -1, dtype=torch.int64, device=loss.device)
-        bad = ~torch.isfinite(loss.detach()) & (self.first_step < 0)
-        self.first_step = torch.where(bad, step, self.first_step)
-        self.ids.setdefault(step, []).extend(batch_ids(batch))
+        self.recent.append((step, loss.detach(), getattr(batch, "ids", None)))
 
     def first(self) -> tuple[int | None, list[str]]:
         """The first bad step and its utterances (None when unknown); waits for the device."""
-        step = int(self.first_step) if self.first_step is not None else -1
-        return (step, self.ids.get(step, [])) if step >= 0 else (None, [])
+        for step, loss, ids in self.recent:
+            if not bool(torch.isfinite(loss).all()):
+                return step, [str(utterance) for utterance in ids] if isinstance(ids, (list, tuple)) else []
+        return None, []
 
     def clear(self) -> None:
-        self.first_step, self.ids = None, {}
+        self.recent.clear()
 
 
 def check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
