@@ -257,3 +257,28 @@ def test_loader_workers_leave_ctrl_c_to_the_main_process(fsdd_entries) -> None:
     rest = list(iterator)  # no "DataLoader worker exited unexpectedly"
     assert all(worker.is_alive() for worker in workers)
     assert sum(len(batch) for batch in first + rest) == 40
+
+
+def ranked_loader(entries, rank: int, world_size: int) -> AudioDataLoader:
+    processor = AudioDataProcessor(8000, label_to_index={word: i for i, word in enumerate(WORDS)})
+    dataset = AudioDataset(Manifest(entries), processor)
+    sampler = BatchSampler(dataset.durations, BatchingOptions(max_frames=800, max_seqs=8), seed=0, rank=rank, world_size=world_size)
+    return AudioDataLoader(dataset, sampler)
+
+
+def test_a_position_saved_by_two_processes_continues_the_global_plan_on_one(fsdd_entries) -> None:
+    entries = fsdd_entries[:40]
+    whole = epoch_ids(ranked_loader(entries, 0, 1))  # the global plan, in order
+    pair = [ranked_loader(entries, rank, 2) for rank in (0, 1)]
+    for loader in pair:  # two batches each: the global plan's first four
+        iterator = iter(loader)
+        next(iterator), next(iterator)
+    saved = pair[0].state_dict()
+    assert saved["cursor"] == 2 and saved["world_size"] == 2
+    alone = ranked_loader(entries, 0, 1)
+    alone.load_state_dict(saved)
+    assert alone.cursor == 4 and epoch_ids(alone) == whole[4:]
+    # Four batches cannot be shared equally by three processes: refused, saying what to do.
+    three = ranked_loader(entries, 0, 3)
+    with pytest.raises(DataError, match="after 4 batches of epoch 1 on 2 processes, which 3 processes cannot share"):
+        three.load_state_dict(saved)

@@ -65,6 +65,7 @@ def two_processes(fsdd_root, tmp_path_factory) -> dict[str, dict]:
         "poisoned": {"batch_sizes": BATCHES, "poison": [3], "on_nonfinite": "skip"},
         "turn_left_out": {"batch_sizes": BATCHES, "drop": [2, 3]},
         "sharded": {"batch_sizes": BATCHES, "epochs": 2, "parallel": "fsdp"},
+        "accumulated": {"batch_sizes": BATCHES, "accumulate": 2},
     }, tmp_path_factory.mktemp("two"), fsdd_root, processes=2)
 
 
@@ -73,6 +74,7 @@ def one_process(fsdd_root, tmp_path_factory) -> dict[str, dict]:
     return run_workers({
         "plain": {"batch_sizes": BATCHES, "epochs": 2, "join": 2},
         "empty": {"batch_sizes": BATCHES, "empty": [3], "join": 2},
+        "accumulated": {"batch_sizes": BATCHES, "join": 4},
     }, tmp_path_factory.mktemp("one"), fsdd_root, processes=1)
 
 
@@ -88,6 +90,14 @@ def test_fsdp_shards_the_parameters_and_trains_as_ddp(two_processes):
     assert sharded["parameter_types"] == ["DTensor"] and replicated["parameter_types"] == ["Parameter"]
     assert sharded["global_step"] == replicated["global_step"] == 6
     assert_close(sharded["weights"], replicated["weights"])  # saved whole, under the model's own names
+
+
+def test_two_processes_accumulating_two_batches_each_take_the_update_of_four_joined(two_processes, one_process):
+    # Windows: rank 0 takes batches 0 and 2, rank 1 takes 1 and 3 (no all-reduce on the first
+    # of each, DDP's no_sync), then 4 and 5: one process joining 0-3, then 4-5.
+    two, one = two_processes["accumulated"], one_process["accumulated"]
+    assert two["global_step"] == one["global_step"] == 4
+    assert_close(two["weights"], one["weights"])
 
 
 def test_an_empty_batch_on_one_process_takes_no_share_and_does_not_hang(two_processes, one_process):
