@@ -317,6 +317,9 @@ class Trainer:
         if self.world_size == 1:
             self.wrapped = None
             return
+        if self.rank != 0 and self.experiment is not None:
+            raise ConfigError(f"process {self.rank} of {self.world_size} was given an experiment folder; only rank 0 "
+                              "writes one: pass experiment=None on the other processes")
         self.saves_checkpoints = bool(broadcast_object(self.checkpointer is not None))
         tokenizer = getattr(self.task, "tokenizer", None)
         fingerprints = all_gather_objects(config_hash(tokenizer.to_dict()) if tokenizer is not None else None)
@@ -420,8 +423,8 @@ class Trainer:
         self.clip_gradients()
         if self.on_nonfinite == "skip":
             # fp16: gradients that overflow are the GradScaler's to skip (it lowers its scale);
-            # only a NaN loss counts. After the all-reduce the norm is the same on every process; a NaN loss whose gradients
-            # stayed finite is agreed in the same collective.
+            # only a NaN loss counts. After the all-reduce the norm is the same on every process;
+            # a NaN loss on one process is agreed in the same collective.
             gradient_finite = self.grad_scaler is not None or self.finite(self.gradient_norm())
             (nonfinite,) = agree(self.window.nonfinite_batch is not None or not gradient_finite)
             if nonfinite:
@@ -549,16 +552,16 @@ class Trainer:
         step, gradients cleared; counted in the train state and logged with the batch's
         utterance ids. ``nonfinite_patience`` consecutive skips stop the run."""
         state = self.state
+        ids = batch_ids(batch)
+        if self.world_size > 1:  # every process skips together: name the batches whose loss was NaN, on any
+            parts = all_gather_objects([self.window.nonfinite_batch is not None, ids])
+            ids = [utterance for flagged, part in parts if flagged or not any(flag for flag, _ in parts) for utterance in part]
         self.optimizer.zero_grad(set_to_none=True)
         if self.wrapped is not None:
             self.wrapped.clear_weight()
         self.window.clear()  # the window's other batches go with it: their gradients were cleared
         state.skipped_batches += 1
         state.consecutive_skips += 1
-        ids = batch_ids(batch)
-        if self.world_size > 1:  # every process skips together: name the batches whose loss was NaN, on any
-            parts = all_gather_objects([self.window.nonfinite_batch is not None, ids])
-            ids = [utterance for flagged, part in parts if flagged or not any(flag for flag, _ in parts) for utterance in part]
         where = f"after step {state.global_step} (epoch {state.epoch + 1})"
         utterances = utterance_list(ids)
         if state.consecutive_skips >= self.nonfinite_patience:

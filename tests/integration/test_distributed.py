@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -41,12 +42,13 @@ def torchrun(arguments: list[str], fsdd_root: Path, extra: dict[str, str] | None
                           timeout=240, cwd=REPOSITORY)
 
 
-def run_workers(specs: dict[str, dict], out: Path, fsdd_root: Path, processes: int) -> dict[str, dict]:
-    """Each run of ``specs`` (one torchrun launch for all): rank 0's weights and counts, by name."""
+def run_workers(specs: dict[str, dict], out: Path, fsdd_root: Path, processes: int) -> dict[str, Any]:
+    """Each run of ``specs`` (one torchrun launch for all): rank 0's weights and counts, by
+    name, and the launch's log (``"log"``)."""
     finished = torchrun(["--standalone", f"--nproc-per-node={processes}", WORKER, json.dumps(specs), str(out)], fsdd_root)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    return {name: {"weights": load_file(str(out / name / "weights.safetensors")),
-                   **json.loads((out / name / "result.json").read_text())} for name in specs}
+    return {"log": finished.stderr, **{name: {"weights": load_file(str(out / name / "weights.safetensors")),
+                                              **json.loads((out / name / "result.json").read_text())} for name in specs}}
 
 
 def assert_close(first: dict, second: dict, exact: bool = False) -> None:
@@ -108,6 +110,9 @@ def test_an_empty_batch_on_one_process_takes_no_share_and_does_not_hang(two_proc
 
 def test_a_nan_on_one_process_is_skipped_by_both_as_if_that_turn_was_left_out(two_processes):
     skipped, left_out = two_processes["poisoned"], two_processes["turn_left_out"]
+    # Both name the poisoned batch (rank 1's, global batch 3: 0_george_30 to 0_george_37), not rank 0's.
+    assert "skipped a batch after step 1 (epoch 1): its loss or gradient norm is NaN or infinite; utterances " \
+           "0_george_30, 0_george_31," in two_processes["log"]
     assert skipped["skipped_batches"] == 2 and skipped["global_step"] == left_out["global_step"] == 4  # once an epoch
     assert_close(skipped["weights"], left_out["weights"], exact=True)
 
