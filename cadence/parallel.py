@@ -96,13 +96,13 @@ class ProcessGroupWrapper:
         """``loss`` with the batch's weight added to what the gradient all-reduce carries (DDP)."""
         return loss + self.step.weight_sum * weight if self.step.weight_sum is not None else loss
 
-    def mean_weight(self) -> float | None:
+    def mean_weight(self) -> torch.Tensor | None:
         """The mean over processes of the weight back-propagated since the last update (DDP), then
         cleared; None when it must be reduced by hand (FSDP)."""
         weight_sum = self.step.weight_sum
         if weight_sum is None:
             return None
-        mean = float(weight_sum.grad) if weight_sum.grad is not None else 0.0
+        mean = weight_sum.grad if weight_sum.grad is not None else torch.zeros_like(weight_sum)
         weight_sum.grad = None
         return mean
 

@@ -509,13 +509,16 @@ class Trainer:
         DDP's all-reduce averaged over the processes, so the world size is put back."""
         if self.accumulate_batches == 1 and self.world_size == 1:
             return
-        total = float(self.window.examples)
+        gradients = [parameter.grad for parameter in self.task.parameters() if parameter.grad is not None]
+        if not gradients:
+            return
+        # A tensor on the gradients' device: weights given as tensors never wait for the device.
+        total = torch.as_tensor(self.window.examples, dtype=torch.float32).to(gradients[0].device)
         if self.wrapped is not None:
             mean = self.wrapped.mean_weight()  # the mean over processes of their windows' weights
-            total = mean if mean is not None else float(reduce_sum(torch.tensor(total, dtype=torch.float64))) / self.world_size
-        gradients = [parameter.grad for parameter in self.task.parameters() if parameter.grad is not None]
-        if gradients and total > 0:  # 0: every process had an empty batch; the gradients are zeros
-            torch._foreach_div_(gradients, total)
+            total = mean.to(total) if mean is not None else reduce_sum(total) / self.world_size
+        # A total of 0 (every process's batch empty) leaves the zero gradients zero.
+        torch._foreach_div_(gradients, total.clamp(min=torch.finfo(torch.float32).tiny))
 
     def all_reduce_gradients(self) -> None:
         """Average the gradients over the processes by hand, as DDP does on a synced backward."""

@@ -79,3 +79,59 @@ def test_the_logged_loss_is_the_mean_of_the_batches_since_the_last_line():
     # Restored from a checkpoint written before batches were counted: divided by the steps.
     sums.load_state_dict({"loss": torch.tensor(8.0), "window_loss": torch.tensor(8.0), "batches": torch.tensor(4)})
     assert sums.window_mean(steps=2) == 4.0
+
+
+class FrameClassifier(nn.Module):
+    """Per-frame logits ``[B, T, C]`` from features ``[B, 4, T]``: no frame sees another."""
+
+    def __init__(self):
+        super().__init__()
+        self.projection = nn.Conv1d(4, 5, kernel_size=1)
+
+    def forward(self, features, lengths):
+        return self.projection(features).transpose(1, 2), lengths
+
+
+def ctc_batches(target_lengths: list[list[int]]) -> list:
+    """Speech batches whose utterances have the given numbers of tokens (and 12 frames each)."""
+    from cadence.data.dataset import Batch
+
+    generator = torch.Generator().manual_seed(0)
+    batches = []
+    for lengths in target_lengths:
+        size = len(lengths)
+        targets = torch.zeros(size, max(lengths), dtype=torch.int64)
+        for row, length in enumerate(lengths):
+            targets[row, :length] = torch.randint(0, 4, (length,), generator=generator)
+        batches.append(Batch(torch.randn(size, 4, 12, generator=generator), torch.full((size,), 12), targets,
+                             torch.tensor(lengths), [f"u{len(batches)}-{row}" for row in range(size)], [None] * size))
+    return batches
+
+
+def joined(batches: list) -> object:
+    from cadence.data.dataset import Batch
+
+    width = max(batch.targets.shape[1] for batch in batches)
+    targets = torch.cat([nn.functional.pad(batch.targets, (0, width - batch.targets.shape[1])) for batch in batches])
+    return Batch(torch.cat([batch.inputs for batch in batches]), torch.cat([batch.input_lengths for batch in batches]),
+                 targets, torch.cat([batch.target_lengths for batch in batches]),
+                 [i for batch in batches for i in batch.ids], [s for batch in batches for s in batch.speakers])
+
+
+@pytest.mark.parametrize("normalize", ["tokens", "target_length"])
+def test_a_loss_averaged_over_tokens_accumulates_as_the_mean_over_all_tokens(normalize):
+    from cadence.data.tokenizers import CharacterTokenizer
+    from cadence.tasks.ctc import CTCTask
+
+    # Batches of very different token counts: weighting each batch alike would differ.
+    batches = ctc_batches([[1, 1], [5, 6, 4], [2], [6, 6]])
+    results = {}
+    for name, data, k in (("accumulated", batches, 2), ("joined", [joined(batches[:2]), joined(batches[2:])], 1)):
+        torch.manual_seed(0)
+        task = CTCTask(FrameClassifier(), tokenizer=CharacterTokenizer(list("abcd")), normalize=normalize)
+        trainer = Trainer(task, torch.optim.SGD(task.parameters(), lr=0.5), max_epochs=2, progress_bar=False,
+                          accumulate_batches=k, device="cpu")
+        trainer.fit(data)
+        results[name] = task.state_dict()
+    for key, value in results["joined"].items():
+        torch.testing.assert_close(results["accumulated"][key], value, rtol=1e-5, atol=1e-6)

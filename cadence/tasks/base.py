@@ -35,12 +35,12 @@ class StepOutput:
     targets: Any = None
     batch_size: int = 1
     records: list[dict[str, Any]] | None = None
-    weight: float | None = None  # None: batch_size
+    weight: float | torch.Tensor | None = None  # None: batch_size; a tensor saves a wait for the device
 
     @property
-    def normalizer(self) -> float:
+    def normalizer(self) -> float | torch.Tensor:
         """What the loss is a mean over: ``weight``, else ``batch_size``."""
-        return float(self.batch_size if self.weight is None else self.weight)
+        return float(self.batch_size) if self.weight is None else self.weight
 
 
 @runtime_checkable

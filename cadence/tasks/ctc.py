@@ -101,7 +101,18 @@ class CTCTask(TranscriptionTask):
 
     def training_step(self, batch: Any) -> StepOutput:
         log_probs, output_lengths = self.forward_batch(batch)
-        return self.training_output(batch, self.loss_parts(batch, log_probs, output_lengths))
+        parts = self.loss_parts(batch, log_probs, output_lengths)
+        return self.training_output(batch, parts, self.loss_weight(batch, output_lengths))
+
+    def loss_weight(self, batch: Any, output_lengths: torch.Tensor) -> torch.Tensor:
+        """What the CTC loss is a mean over: the target tokens (``normalize="tokens"``), else the
+        utterances; those too long for their frames are left out of the loss and of its weight.
+        Batches of several processes or of an accumulated update then weigh what they hold."""
+        targets, target_lengths = self.target_classes(batch)
+        feasible = ctc_feasible(targets, target_lengths, output_lengths)
+        if self.normalize == "tokens":
+            return (target_lengths * feasible).sum().to(torch.float32)
+        return feasible.sum().to(torch.float32)
 
     def validation_step(self, batch: Any) -> StepOutput:
         log_probs, output_lengths = self.forward_batch(batch)

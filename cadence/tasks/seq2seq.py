@@ -144,7 +144,10 @@ class Seq2SeqTask(TranscriptionTask):
 
     def training_step(self, batch: Any) -> StepOutput:
         parts, _, _ = self.loss_parts(batch)
-        return self.training_output(batch, parts)
+        # The attention loss alone is a mean over the output tokens: batches weigh their tokens.
+        # With the CTC loss too, two means of different things: batches weigh their utterances.
+        weight = None if "ctc" in self.losses else (batch.target_lengths + 1).sum().to(torch.float32)
+        return self.training_output(batch, parts, weight)
 
     def validation_step(self, batch: Any) -> StepOutput:
         parts, memory, memory_lengths = self.loss_parts(batch)

@@ -95,12 +95,14 @@ class TranscriptionTask(nn.Module):
         targets, lengths = batch.targets.tolist(), batch.target_lengths.tolist()  # host sync, evaluation only
         return [self.tokenizer.decode(tokens[:length]) for tokens, length in zip(targets, lengths)]
 
-    def training_output(self, batch: Any, parts: dict[str, torch.Tensor]) -> StepOutput:
-        """The weighted training loss of the named ``parts`` (plus the L2 penalty, when asked)."""
+    def training_output(self, batch: Any, parts: dict[str, torch.Tensor], weight: torch.Tensor | None = None) -> StepOutput:
+        """The weighted training loss of the named ``parts`` (plus the L2 penalty, when asked).
+        ``weight``: what the loss is a mean over, when it is one mean (see ``StepOutput.weight``)."""
         if self.l2_penalty > 0:
             parts["l2"] = self.l2_penalty * l2_penalty(self.model)
         loss = combine_losses(parts, self.losses)
-        return StepOutput(loss=loss + parts["l2"] if "l2" in parts else loss, losses=parts, batch_size=len(batch))
+        return StepOutput(loss=loss + parts["l2"] if "l2" in parts else loss, losses=parts, batch_size=len(batch),
+                          weight=weight)
 
     def evaluation_output(self, batch: Any, parts: dict[str, torch.Tensor], hypotheses: list[list[int]]) -> StepOutput:
         """Losses, and hypotheses against references as text (for ``wer``/``cer`` and the records)."""
