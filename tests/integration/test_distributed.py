@@ -17,12 +17,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import soundfile
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from cadence.checkpoint.checkpointer import find_checkpoint
 from cadence.checkpoint.format import load_checkpoint
+from cadence.data.manifest import ManifestEntry, write_manifest
 
 HERE = Path(__file__).resolve().parent
 REPOSITORY = HERE.parents[1]
@@ -265,3 +269,40 @@ def test_fsdp_checkpoints_are_whole_and_resume_exactly(fsdd_root, tmp_path):
     # The optimizer's state is whole too, keyed by parameter name.
     assert_close(whole["optimizer"]["state"]["model.convolutions.0.weight"],
                  resumed["optimizer"]["state"]["model.convolutions.0.weight"], exact=True)
+
+
+def test_a_batch_of_only_bad_audio_on_one_process_is_quarantined_by_rank_zero_and_nothing_hangs(fsdd_root, tmp_path):
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    recordings = sorted((fsdd_root / "recordings").glob("*.wav"))[::150][:16]
+    good = sorted((soundfile.info(path).duration, path) for path in recordings)
+    # Four NaN files as long as fall between the 4th and 5th shortest: sorted batches of 4 make
+    # them the global plan's second batch, rank 1's first (5 batches, wrapped to 6: 3 a process).
+    seconds = (good[3][0] + good[4][0]) / 2
+    bad = []
+    for index in range(4):
+        path = tmp_path / "audio" / f"{index}_nan_{index}.wav"
+        path.parent.mkdir(exist_ok=True)
+        soundfile.write(path, np.full(int(seconds * 8000), np.nan, dtype=np.float32), 8000, subtype="FLOAT")
+        bad.append(path)
+    entries = [ManifestEntry(id=path.stem, audio=path, duration=soundfile.info(path).duration, label=words[int(path.name[0])])
+               for path in [path for _, path in good] + bad]
+    write_manifest(tmp_path / "train.jsonl", entries)
+    write_manifest(tmp_path / "valid.jsonl", entries[:4])
+    recipe = {
+        "name": "bad-batch", "seed": 0,
+        "data": {"name": "manifests", "sample_rate": 8000, "max_skip_rate": 0.5, "train": str(tmp_path / "train.jsonl"),
+                 "valid": str(tmp_path / "valid.jsonl"), "batching": {"max_seqs": 4, "max_frames": None, "ordering": "sorted"}},
+        "features": {"name": "log_mel"},
+        "model": {"name": "cnn_classifier", "channels": 8, "layers": 1},
+        "trainer": {"max_epochs": 2, "progress_bar": False},
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    finished = torchrun(["--standalone", "--nproc-per-node=2", "-m", "cadence", "train", str(tmp_path / "recipe.yaml"),
+                         "--exp-dir", str(tmp_path / "run")], fsdd_root)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    state, _ = load_checkpoint(find_checkpoint(tmp_path / "run"))
+    assert state["trainer_state"]["global_step"] == 6  # 3 steps an epoch on both processes
+    quarantined = [json.loads(line)["id"] for line in (tmp_path / "run" / "quarantine.jsonl").read_text().splitlines()]
+    assert sorted(quarantined) == sorted(path.stem for path in bad)  # met by rank 1, written by rank 0
+    assert not list((tmp_path / "run").glob("quarantine.rank*"))
+    assert [rank["train_data"]["skipped_in_epoch"] for rank in state["ranks"]] == [0, 0]  # saved between epochs
