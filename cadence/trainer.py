@@ -313,10 +313,11 @@ class Trainer:
         together: wrap the task in DDP (it broadcasts rank 0's weights), learn whether rank 0
         saves checkpoints, and check that every process built the same tokenizer."""
         self.rank, self.world_size = distributed_rank_and_size()
-        self.saves_checkpoints = self.checkpointer is not None
         if self.world_size == 1:
-            self.wrapped = None
+            self.wrapped, self.saves_checkpoints = None, self.checkpointer is not None
             return
+        if self.wrapped is not None and self.wrapped.task is self.task:
+            return  # joined by an earlier fit (every process alike): nothing to agree again
         if self.rank != 0 and self.experiment is not None:
             raise ConfigError(f"process {self.rank} of {self.world_size} was given an experiment folder; only rank 0 "
                               "writes one: pass experiment=None on the other processes")
@@ -326,8 +327,7 @@ class Trainer:
         if len(set(fingerprints)) > 1:
             raise ConfigError(f"the processes built different tokenizers ({fingerprints}); give every process the same "
                               "data and tokenizer options (a tokenizer file rather than one trained at the start)")
-        if self.wrapped is None or self.wrapped.task is not self.task:
-            self.wrapped = ProcessGroupWrapper(self.task, self.optimizer, self.parallel, self.training_step, self.evaluate_batch)
+        self.wrapped = ProcessGroupWrapper(self.task, self.optimizer, self.parallel, self.training_step, self.evaluate_batch)
 
     def should_stop(self) -> bool:
         """The one decision to stop, asked at every boundary of the loop. Its sources:
