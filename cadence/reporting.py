@@ -50,7 +50,8 @@ class EpochSums:
         """The mean loss of the batches since the last call (``steps`` of them when a checkpoint
         from before they were counted was restored); starts the next window. ``.item()`` waits
         for the device."""
-        total, counted = reduce_sum(torch.stack([self.sums["window_loss"], self.sums["window_batches"].to(self.sums["loss"].dtype)])).tolist()
+        counts = self.sums["window_batches"].to(self.sums["loss"].dtype)
+        total, counted = reduce_sum(torch.stack([self.sums["window_loss"], counts])).tolist()
         mean = total / (counted if counted > 0 else steps)
         self.sums["window_loss"].zero_()
         self.sums["window_batches"].zero_()
@@ -59,7 +60,9 @@ class EpochSums:
     def means(self, split: str) -> dict[str, float]:
         """``<split>/loss`` and ``<split>/loss_<name>`` over the epoch. ``.item()`` waits for the device."""
         names = ["loss", *sorted(name for name in self.sums if name.startswith("loss_"))]
-        totals = reduce_sum(torch.stack([*(self.sums[name] for name in names), self.sums["batches"].to(self.sums["loss"].dtype)])).tolist()
+        # Every process holds the same named losses (the task's), so the stacks line up.
+        counts = self.sums["batches"].to(self.sums["loss"].dtype)
+        totals = reduce_sum(torch.stack([*(self.sums[name] for name in names), counts])).tolist()
         batches = max(totals[-1], 1)
         return {f"{split}/{name}": total / batches for name, total in zip(names, totals)}
 
