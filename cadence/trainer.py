@@ -973,7 +973,10 @@ def diverged(what: str) -> NonFiniteLoss:
 
 def batch_ids(batch: Any) -> list[str]:
     """A speech batch's utterance ids (none for other batches)."""
-    ids = getattr(batch, "ids", None)
+    return as_ids(getattr(batch, "ids", None))
+
+
+def as_ids(ids: Any) -> list[str]:
     return [str(utterance) for utterance in ids] if isinstance(ids, (list, tuple)) else []
 
 
@@ -996,7 +999,7 @@ class NonFiniteWatch:
         """The first bad step and its utterances (None when unknown); waits for the device."""
         for step, loss, ids in self.recent:
             if not bool(torch.isfinite(loss).all()):
-                return step, [str(utterance) for utterance in ids] if isinstance(ids, (list, tuple)) else []
+                return step, as_ids(ids)
         return None, []
 
     def clear(self) -> None:

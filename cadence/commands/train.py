@@ -207,7 +207,8 @@ def resume_experiment(
     saved = load_checkpoint(start)[0].get("config")
     if not isinstance(saved, dict):
         raise CheckpointError(f"{start}: the checkpoint holds no config; resume it from Python with Trainer.fit(resume_from=...)")
-    changes = config_diff(saved, apply_overrides(saved, list(overrides)))
+    continued = apply_overrides(saved, list(overrides))
+    changes = config_diff(saved, continued)
     unsafe = [change for change in changes if not change[0].startswith(RESUME_SAFE_KEYS)]
     described = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changes)
     if unsafe and not allow_config_change:
@@ -215,8 +216,8 @@ def resume_experiment(
             f"resuming {directory} with changes that break exact continuation ({described}); "
             "pass --allow-config-change to accept them (they are recorded in provenance.json)"
         )
-    config = validate_recipe(apply_overrides(saved, list(overrides)))
-    broadcast_object(apply_overrides(saved, list(overrides)))
+    config = validate_recipe(continued)
+    broadcast_object(continued)  # the config the other processes build
     import_saved_modules(config.imports, directory, trust_code)
     resolved = resolve(config)
     logger = setup_console_logging()

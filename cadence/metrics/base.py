@@ -39,8 +39,9 @@ Example, a metric that counts how many predictions are exactly zero:
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
+
+from cadence.runtime.distributed import reduce_sum, world_size
 
 
 class Metric:
@@ -129,20 +130,14 @@ class Metric:
     def sync(self) -> None:
         """Sum every count over all ranks, in place, so each rank holds the global counts.
 
-        A no-op unless ``torch.distributed`` is initialized. Every rank must call
+        A no-op without several processes (``torch.distributed``). Every rank must call
         it (it is a collective), and only once per evaluation: a second call
         would add the already-global counts together again.
         """
-        if not (dist.is_available() and dist.is_initialized()):
+        if world_size() == 1:
             return
-        # NCCL only reduces CUDA tensors; gloo (and mixed "cpu:gloo,cuda:nccl") reduce CPU ones.
-        device = torch.device("cpu")
-        if dist.get_backend() == "nccl":
-            device = torch.device("cuda", torch.cuda.current_device())
         for count in self.counts.values():
-            reduced = count.to(device)
-            dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
-            count.copy_(reduced)  # host sync when device is CUDA
+            count.copy_(reduce_sum(count))  # on the backend's device (see reduce_sum); a host sync on CUDA
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

@@ -84,10 +84,18 @@ def one_process(fsdd_root, tmp_path_factory) -> dict[str, dict]:
     }, tmp_path_factory.mktemp("one"), fsdd_root, processes=1)
 
 
-def test_two_processes_train_as_one_process_with_each_turns_batches_joined(two_processes, one_process):
-    two, one = two_processes["plain"], one_process["plain"]
-    assert two["global_step"] == one["global_step"] == 6
+@pytest.mark.parametrize("run, steps", [
     # The last turn joins 8 and 3 utterances: the update is the mean over all 11, not a mean of two means.
+    ("plain", 6),
+    # An empty batch on rank 1 (global batch 3) takes no share of its update and does not hang.
+    ("empty", 6),
+    # Accumulating 2: rank 0 takes batches 0 and 2, rank 1 takes 1 and 3 (no all-reduce on the
+    # first of each, DDP's no_sync), then 4 and 5: one process joining 0-3, then 4-5.
+    ("accumulated", 4),
+])
+def test_two_processes_train_as_one_process_with_each_updates_batches_joined(two_processes, one_process, run, steps):
+    two, one = two_processes[run], one_process[run]
+    assert two["global_step"] == one["global_step"] == steps
     assert_close(two["weights"], one["weights"])
 
 
@@ -96,20 +104,6 @@ def test_fsdp_shards_the_parameters_and_trains_as_ddp(two_processes):
     assert sharded["parameter_types"] == ["DTensor"] and replicated["parameter_types"] == ["Parameter"]
     assert sharded["global_step"] == replicated["global_step"] == 6
     assert_close(sharded["weights"], replicated["weights"])  # saved whole, under the model's own names
-
-
-def test_two_processes_accumulating_two_batches_each_take_the_update_of_four_joined(two_processes, one_process):
-    # Windows: rank 0 takes batches 0 and 2, rank 1 takes 1 and 3 (no all-reduce on the first
-    # of each, DDP's no_sync), then 4 and 5: one process joining 0-3, then 4-5.
-    two, one = two_processes["accumulated"], one_process["accumulated"]
-    assert two["global_step"] == one["global_step"] == 4
-    assert_close(two["weights"], one["weights"])
-
-
-def test_an_empty_batch_on_one_process_takes_no_share_and_does_not_hang(two_processes, one_process):
-    two, one = two_processes["empty"], one_process["empty"]
-    assert two["global_step"] == one["global_step"] == 6
-    assert_close(two["weights"], one["weights"])
 
 
 def test_a_nan_on_one_process_is_skipped_by_both_as_if_that_turn_was_left_out(two_processes):
