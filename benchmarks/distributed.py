@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from cadence import ClassificationTask, Trainer
 from cadence.models.cnn_classifier import CNNClassifier
-from cadence.runtime.distributed import all_gather_objects, init_from_environment
+from cadence.runtime.distributed import all_gather_objects, init_from_environment, leave_process_group
 
 
 def batches(steps: int, batch: int, rank: int, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -106,6 +106,7 @@ def worker(arguments) -> None:
         ours = statistics.median(r["cadence"] for r in per_round)
         print(json.dumps({"world_size": world, "ratio_cadence_to_hand": ratio, "hand_steps_per_s": 1 / hand,
                           "cadence_steps_per_s": 1 / ours, "rounds": arguments.rounds, "steps": arguments.steps}))
+    leave_process_group()
 
 
 def main() -> None:

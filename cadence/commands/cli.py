@@ -162,11 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_train(arguments: argparse.Namespace) -> int:
     from cadence.commands.train import print_config, train_recipe
+    from cadence.runtime.distributed import leave_process_group
 
     if arguments.print_config:
         print(print_config(arguments.recipe, arguments.overrides), end="")
         return 0
-    print_summary(train_recipe(arguments.recipe, arguments.overrides, arguments.exp_dir))
+    try:
+        print_summary(train_recipe(arguments.recipe, arguments.overrides, arguments.exp_dir))
+    finally:
+        leave_process_group()  # the group train_recipe joined under torchrun, shut down before the interpreter exits
     return 0
 
 
@@ -179,10 +183,14 @@ def print_summary(results: dict) -> None:
 
 def run_resume(arguments: argparse.Namespace) -> int:
     from cadence.commands.train import resume_experiment
+    from cadence.runtime.distributed import leave_process_group
 
-    print_summary(resume_experiment(
-        arguments.experiment, arguments.overrides, arguments.checkpoint, arguments.allow_config_change, arguments.trust_code,
-    ))
+    try:
+        print_summary(resume_experiment(
+            arguments.experiment, arguments.overrides, arguments.checkpoint, arguments.allow_config_change, arguments.trust_code,
+        ))
+    finally:
+        leave_process_group()  # as in run_train
     return 0
 
 

@@ -30,7 +30,7 @@ import torch.distributed as dist
 
 __all__ = [
     "agree", "all_gather_objects", "broadcast_object", "broadcast_tensors", "decode", "distributed_rank_and_size", "encode",
-    "init_from_environment", "is_main_process", "reduce_sum", "world_size",
+    "init_from_environment", "is_main_process", "leave_process_group", "reduce_sum", "world_size",
 ]
 
 # Long enough for a rank 0 that saves a large checkpoint while the others wait at the next
@@ -81,6 +81,16 @@ def init_from_environment(timeout: datetime.timedelta | None = None) -> tuple[in
     store = dist.PrefixStore(f"cadence/attempt-{attempt}", store)
     dist.init_process_group(backend=backend, store=store, rank=rank, world_size=size, timeout=timeout)
     return distributed_rank_and_size()
+
+
+def leave_process_group() -> None:
+    """Shut the process group down, if one was joined: at the end of a program, before the
+    interpreter exits. Left to the interpreter's exit instead, gloo's threads may still be
+    running while C++ objects are destroyed, and a process that finished its work can abort
+    (seen as "terminate called without an active exception" and exit code -6 under torchrun).
+    Local to this process: it waits for no other rank."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def collective_device() -> torch.device:

@@ -25,6 +25,7 @@ and skips) for each run.
 from __future__ import annotations
 
 import dataclasses
+import faulthandler
 import json
 import os
 import sys
@@ -37,7 +38,7 @@ from torch import nn
 
 from cadence import ClassificationTask, Trainer
 from cadence.data.features import LogMel
-from cadence.runtime.distributed import init_from_environment
+from cadence.runtime.distributed import init_from_environment, leave_process_group
 
 FSDD = Path(os.environ.get("CADENCE_FSDD_ROOT") or Path(__file__).resolve().parents[3] / "shared" / "data" / "fsdd")
 
@@ -101,9 +102,11 @@ class PoisonedTask(ClassificationTask):
 
 
 def main() -> None:
+    faulthandler.enable(all_threads=True)  # a crash in C++ (an abort) still shows where Python was
     specs, out = json.loads(sys.argv[1]), Path(sys.argv[2])
     for name, spec in specs.items():
         train(spec, out / name)
+    leave_process_group()
 
 
 def train(spec: dict, out: Path) -> None:
