@@ -50,7 +50,7 @@ __all__ = [
 # cadence builds and passes itself, and the schedule's stepping, which the ``scheduler`` section says.
 TRAINER_OBJECTS = (
     "task", "optimizer", "scheduler", "metrics", "callbacks", "experiment", "checkpoint_policy", "config",
-    "scheduler_interval", "scheduler_monitor",
+    "scheduler_interval", "scheduler_monitor", "schedules",
 )
 
 
@@ -218,6 +218,7 @@ class _Recipe:
             "scheduler": scheduler,
             "metrics": [self.component(f"metrics.{index}", item, METRICS) for index, item in enumerate(trainer.metrics)],
             "callbacks": [self.component(f"callbacks.{index}", item, CALLBACKS) for index, item in enumerate(trainer.callbacks)],
+            "schedules": {key: value.model_dump(mode="json", exclude_none=True) for key, value in trainer.scheduled.schedules.items()},
             "trainer": self.trainer_section(trainer),
             "checkpoint": self.settings("checkpoint", trainer.checkpoint_policy),
             "experiment": {"root": str(experiment.directory.parent), "tensorboard": experiment.tensorboard_enabled},

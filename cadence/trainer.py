@@ -48,7 +48,8 @@ from cadence.errors import CheckpointError, ConfigError, NonFiniteLoss, Training
 from cadence.evaluation import evaluate, save_hypotheses
 from cadence.experiment import Experiment
 from cadence.metrics import Metric
-from cadence.optim import is_plateau_scheduler
+from cadence.optim.control import LearningRateSchedule, as_driver
+from cadence.optim.scheduled_values import ScheduledSettings, ScheduledValue
 from cadence.registry import suggest
 from cadence.reporting import EpochSums, format_metrics, learning_rate_logs, results_summary
 from cadence.resumable import PositionedIterable, ResumableLoader, batches_left, resumable_loader
@@ -134,6 +135,7 @@ class Trainer:
         precision: Literal[32, "bf16", "fp16"] = 32,
         compile: bool = False,
         parallel: Literal["ddp", "fsdp"] = "ddp",
+        schedules: dict[str, ScheduledValue] | None = None,
         checkpoint_policy: CheckpointPolicy = CheckpointPolicy(),
         config: dict[str, Any] | None = None,
     ):
@@ -143,8 +145,8 @@ class Trainer:
             raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
         self.task = check_task(task)
         self.optimizer = optimizer
-        self.scheduler = scheduler
         self.scheduler_interval = scheduler_interval
+        self.scheduler = scheduler  # as given: its state is the checkpoint's "scheduler"
         self.scheduler_monitor = scheduler_monitor or monitor
         self.max_epochs = max_epochs
         self.max_steps = max_steps
@@ -178,6 +180,7 @@ class Trainer:
         if parallel == "fsdp" and precision == "fp16":
             raise ValueError("parallel='fsdp' takes precision 32 or 'bf16' (fp16's GradScaler is not sharded here)")
         self.parallel = parallel
+        self.scheduled = ScheduledSettings(schedules)  # values by epoch or step: dropout, clipping, curriculum, ...
         self.on_nonfinite = on_nonfinite
         self.nonfinite_patience = nonfinite_patience
         self.config = config
@@ -202,6 +205,17 @@ class Trainer:
         self._loss_finite_until = 0  # the step up to which every training loss was finite
         self.nonfinite_watch = NonFiniteWatch()  # which step's loss first went NaN, and its utterances
         self.check_monitored_keys()
+
+    @property
+    def scheduler(self) -> Any:
+        """The learning-rate schedule as given (a LearningRateSchedule or a PyTorch scheduler);
+        the loop drives it through ``self.schedule`` (:class:`~cadence.optim.control.ScheduleDriver`)."""
+        return self._scheduler
+
+    @scheduler.setter
+    def scheduler(self, scheduler: Any) -> None:
+        self._scheduler = scheduler
+        self.schedule = as_driver(scheduler, self.scheduler_interval)
 
     @property
     def checkpoint_policy(self) -> CheckpointPolicy:
@@ -231,6 +245,7 @@ class Trainer:
         state = self.state
         started = time.perf_counter()
         self.train_loader = resumable_loader(train_data, self.train_loader)  # a second fit goes on from the first
+        self.scheduled.bind(self)  # every scheduled setting found, or a ConfigError naming its key
         self.task.to(self.device)
         self.epoch_sums.to(self.device)
         self.stop_requests.reset()
@@ -241,6 +256,9 @@ class Trainer:
             self.checkpointer.clean_temporary()  # folders of a save killed half-way
         if resume_from is not None:
             self.resume(resume_from)
+        if self.schedule.needs_scores and val_data is None:
+            raise ConfigError(f"the learning-rate schedule decides by the validation score ({self.scheduler_monitor}), "
+                              "but fit() was given no validation data: give val_data, or a schedule that needs no scores")
         self._loss_finite_until = self.state.global_step
         self.nonfinite_watch.clear()
         # config.yaml, provenance.json and code/ for recipe and Python-built runs alike.
@@ -252,6 +270,9 @@ class Trainer:
         try:
             with self.stop_requests.watching():
                 while state.epoch < self.max_epochs and not self.should_stop():
+                    self.schedule.start_epoch(state.epoch, state.global_step)  # Newbob decides the epoch's rate
+                    self.maybe_write_learning_rates()
+                    self.scheduled.apply(state.global_step, state.epoch, epoch_start=True)  # before the epoch's plan
                     self.call_hook("on_epoch_start")  # also when resuming inside this epoch
                     if callable(getattr(self.train_loader, "set_epoch", None)):
                         self.train_loader.set_epoch(state.epoch)  # the epoch's batch plan (shuffling) follows the state
@@ -268,9 +289,7 @@ class Trainer:
                         self.track_best(metrics)
                         self.call_hook("on_validation_end", metrics)
                         epoch_logs.update(metrics)
-                        self.maybe_step_scheduler_on_validation(metrics)
-                    if self.scheduler is not None and self.scheduler_interval == "epoch" and not is_plateau_scheduler(self.scheduler):
-                        self.scheduler.step()
+                    self.end_schedule_epoch(metrics if val_data is not None else None)
                     self.log_epoch(epoch_logs)
                     self.epoch_sums.reset()
                     state.epoch += 1
@@ -395,6 +414,7 @@ class Trainer:
         on the others). False when the batch was skipped at once: a NaN or infinite loss with
         ``on_nonfinite="skip"`` in one process (with several, every process back-propagates, so
         that the all-reduce stays in step, and the window's update is skipped by all together)."""
+        self.scheduled.apply(self.state.global_step, self.state.epoch, epoch_start=False)  # values scheduled by step
         synced = contextlib.nullcontext() if self.wrapped is None else self.wrapped.gradient_sync(closes_window)
         with synced:
             with self.autocast():
@@ -464,7 +484,7 @@ class Trainer:
         if state.global_step % self.log_every == 0:
             self.check_loss_finite()
             # .item() waits for the device: done once per log_every steps, not per step.
-            self.log({"train/loss": self.epoch_sums.window_mean(self.log_every), **self.learning_rate_logs()}, "train")
+            self.log({"train/loss": self.epoch_sums.window_mean(self.log_every), **self.setting_logs()}, "train")
         self.call_hook("on_batch_end", output)
         save_due = self.agree_on_stop(self.save_is_due("step", last_batch))  # several processes: one collective
         if self.should_stop() and not last_batch:
@@ -531,14 +551,14 @@ class Trainer:
 
     def optimizer_step(self) -> None:
         self.window.clear()
+        self.schedule.before_update(self.state.global_step, self.state.epoch)  # this update's learning rate
         if self.grad_scaler is not None:
             self.grad_scaler.step(self.optimizer)  # not taken when a gradient overflowed
             self.grad_scaler.update()
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.scheduler is not None and self.scheduler_interval == "step" and not is_plateau_scheduler(self.scheduler):
-            self.scheduler.step()
+        self.schedule.after_update()
 
     @staticmethod
     def finite(value: torch.Tensor) -> bool:
@@ -640,7 +660,7 @@ class Trainer:
         if known is None:
             return
         monitored = {"trainer.monitor": self.monitor}
-        if self.scheduler is not None and is_plateau_scheduler(self.scheduler):
+        if self.schedule.needs_scores:
             monitored["scheduler.monitor"] = self.scheduler_monitor
         for index, callback in enumerate(self.callbacks):
             if isinstance(callback, EarlyStopping) and callback.monitor is not None:
@@ -717,9 +737,19 @@ class Trainer:
             return
         self.logger.info("restored the best model: epoch %d, %s = %.6g", self.state.best_epoch, self.monitor, self.state.best_value)
 
-    def maybe_step_scheduler_on_validation(self, metrics: dict[str, float]) -> None:
-        if self.scheduler is not None and is_plateau_scheduler(self.scheduler):
-            self.scheduler.step(self.metric_value(metrics, self.scheduler_monitor))
+    def end_schedule_epoch(self, metrics: dict[str, float] | None) -> None:
+        """Give the schedule the epoch's score (``scheduler_monitor``: loudly missing if the
+        schedule decides by it) and write a LearningRateSchedule's history to the run's folder."""
+        score = None
+        if metrics is not None and (self.schedule.needs_scores or self.scheduler_monitor in metrics):
+            score = self.metric_value(metrics, self.scheduler_monitor)
+        self.schedule.end_epoch(self.state.epoch, score)
+        self.maybe_write_learning_rates()
+
+    def maybe_write_learning_rates(self) -> None:
+        """``learning_rates.json``: a LearningRateSchedule's history (RETURNN's learning-rate file)."""
+        if isinstance(self.scheduler, LearningRateSchedule) and self.experiment is not None:
+            self.experiment.write_json("learning_rates.json", {"monitor": self.scheduler_monitor, "epochs": self.scheduler.history})
 
     # ------------------------------------------------------------------ checkpoints
     def stateful_components(self) -> dict[str, Any]:
@@ -755,6 +785,10 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Put back what :meth:`state_dict` captured, random generators last; with several
         processes, then this rank's own part (see :meth:`rank_components`)."""
+        saved = state.get("trainer_state")
+        if self.scheduled.settings and isinstance(saved, dict) and all(isinstance(saved.get(key), int) for key in ("epoch", "global_step")):
+            # The values at the saved position first: the loader checks its position against the plan they shape.
+            self.scheduled.apply(saved["global_step"], saved["epoch"], epoch_start=True)
         restore(self.stateful_components(), self.upgraded(state))
         ranks = state.get("ranks")
         if self.world_size == 1 or not ranks:
@@ -945,17 +979,18 @@ class Trainer:
         for callback in self.callbacks:
             getattr(callback, hook)(self, *arguments)
 
-    def learning_rate_logs(self) -> dict[str, float]:
-        return learning_rate_logs(self.optimizer)
+    def setting_logs(self) -> dict[str, float]:
+        """The learning rates and the scheduled values now in effect."""
+        return {**learning_rate_logs(self.optimizer), **self.scheduled.logs()}
 
     def log(self, values: dict[str, float], split: str) -> None:
         if self.experiment is not None:
             self.experiment.log_metrics(values, step=self.state.global_step, epoch=self.state.epoch, split=split)
 
     def log_epoch(self, values: dict[str, float]) -> None:
-        values = {**values, **self.learning_rate_logs()}
+        values = {**values, **self.setting_logs()}
         self.log(values, "epoch")
-        shown = {name: value for name, value in values.items() if not name.startswith("train/lr")}
+        shown = {name: value for name, value in values.items() if not name.startswith(("train/lr", "train/schedule/"))}
         self.logger.info("epoch %d/%d  %s", self.state.epoch + 1, self.max_epochs, format_metrics(shown))
 
     def results(self, test_metrics: dict[str, float], wall_time: float) -> dict[str, Any]:

@@ -175,6 +175,7 @@ def build(
             scheduler_monitor=schedule.monitor if schedule is not None else None,
             metrics=build_metrics(recipe, facts),
             callbacks=[_instantiate(recipe, item.path, facts) for item in recipe.items("callbacks")],
+            schedules=recipe.config.schedules,
             experiment=experiment,
             checkpoint_policy=CheckpointPolicy(**recipe.checkpoint),
             config=resolved,

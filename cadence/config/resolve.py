@@ -121,6 +121,9 @@ class ResolvedRecipe:
                 resolved[section][int(index)] = {"name": component.name, **component.resolved(facts)}
             else:  # a section: the recipe's keys in the recipe's order, then the rest
                 resolved[section] = {**resolved[section], **component.resolved(facts)}
+        # A schedule is by epochs or by steps: the other form's null is left out.
+        resolved["schedules"] = {key: {name: value for name, value in schedule.items() if value is not None}
+                                 for key, schedule in resolved["schedules"].items()}
         resolved["trainer"] = _jsonable(self.trainer)
         resolved["checkpoint"] = _jsonable(self.checkpoint)
         return resolved

@@ -27,6 +27,7 @@ import yaml
 
 from cadence.bounds import Seed
 from cadence.errors import ConfigError
+from cadence.optim.scheduled_values import ScheduledValue
 from cadence.registry import suggest
 
 Strict = pydantic.ConfigDict(extra="forbid", protected_namespaces=())
@@ -79,6 +80,8 @@ class RecipeConfig(pydantic.BaseModel):
     scheduler: SchedulerConfig | None = None
     metrics: list[ComponentConfig] = [ComponentConfig(name="accuracy")]
     callbacks: list[ComponentConfig] = []
+    # Values by epoch or step: {dropout: {epochs: {1: 0.0, 3: 0.2}}, ...} (cadence.optim.scheduled_values).
+    schedules: dict[str, ScheduledValue] = {}
     # The Trainer's arguments (and the process settings: threads, deterministic kernels).
     trainer: SectionConfig = SectionConfig()
     # When checkpoints are saved (any trigger may be null) and which are kept: CheckpointPolicy.

@@ -179,6 +179,11 @@ class AudioDataLoader:
         if epoch != self.epoch:
             self.epoch, self.cursor = epoch, 0
 
+    def set_batching(self, **changes) -> None:
+        """Change batching options (a curriculum: ``max_duration``), for the epochs planned from
+        now on: call it before the epoch starts."""
+        self.batch_sampler.set_options(**changes)
+
     def __len__(self) -> int:
         """Batches left in this epoch (all of them, unless resumed mid-epoch)."""
         return self.batches_left()

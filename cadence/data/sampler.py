@@ -312,6 +312,14 @@ class BatchSampler(Sampler[list]):
             self._cached = (epoch, build_plan(self.durations, self.options, self.seed, epoch, self.rank, self.world_size, self.equal_shares))
         return self._cached[1]
 
+    def set_options(self, **changes) -> None:
+        """Replace some :class:`BatchingOptions` (validated as a recipe's are); the next plan
+        follows them. Plans depend on (options, seed, epoch) only, so a resumed run that sets the
+        same options before the epoch gets the same plan."""
+        options = dataclasses.replace(self.options, **changes)
+        if options != self.options:
+            self.options, self._cached = options, None
+
     def set_epoch(self, epoch: int) -> None:
         """Plan epoch ``epoch`` next; the cursor restarts unless it is the current epoch."""
         if epoch != self.epoch:

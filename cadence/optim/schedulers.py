@@ -39,8 +39,3 @@ def reduce_on_plateau(
     return lr_scheduler.ReduceLROnPlateau(
         optimizer, mode=mode, factor=factor, patience=patience, threshold=threshold, min_lr=min_lr
     )
-
-
-def is_plateau_scheduler(scheduler: object) -> bool:
-    return isinstance(scheduler, lr_scheduler.ReduceLROnPlateau)
-
