@@ -223,3 +223,5 @@ OPTIMIZERS = Registry("optimizer", "OPTIMIZERS", injected=("model",))
 SCHEDULERS = Registry("LR scheduler", "SCHEDULERS", injected=("optimizer",))
 METRICS = Registry("metric", "METRICS")
 CALLBACKS = Registry("callback", "CALLBACKS")
+# Functions a recipe's stage calls when it starts: fn(epoch, trainer) -> overrides (cadence.config.stages).
+STAGE_FUNCTIONS = Registry("stage function", "STAGE_FUNCTIONS")

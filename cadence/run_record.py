@@ -50,7 +50,7 @@ __all__ = [
 # cadence builds and passes itself, and the schedule's stepping, which the ``scheduler`` section says.
 TRAINER_OBJECTS = (
     "task", "optimizer", "scheduler", "metrics", "callbacks", "experiment", "checkpoint_policy", "config",
-    "scheduler_interval", "scheduler_monitor", "schedules",
+    "scheduler_interval", "scheduler_monitor", "schedules", "stages",
 )
 
 

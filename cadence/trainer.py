@@ -136,6 +136,7 @@ class Trainer:
         compile: bool = False,
         parallel: Literal["ddp", "fsdp"] = "ddp",
         schedules: dict[str, ScheduledValue] | None = None,
+        stages: Any = None,
         checkpoint_policy: CheckpointPolicy = CheckpointPolicy(),
         config: dict[str, Any] | None = None,
     ):
@@ -181,6 +182,7 @@ class Trainer:
             raise ValueError("parallel='fsdp' takes precision 32 or 'bf16' (fp16's GradScaler is not sharded here)")
         self.parallel = parallel
         self.scheduled = ScheduledSettings(schedules)  # values by epoch or step: dropout, clipping, curriculum, ...
+        self.stages = stages  # a recipe's stages (cadence.config.stages.StagePlan): other tasks from some epoch on
         self.on_nonfinite = on_nonfinite
         self.nonfinite_patience = nonfinite_patience
         self.config = config
@@ -192,6 +194,7 @@ class Trainer:
         self.epoch_sums = EpochSums()
         self.train_loader: ResumableLoader | None = None  # owns the position in the epoch
         self._best_weights: dict[str, torch.Tensor] | None = None  # kept in memory when there is no folder
+        self._best_stage: dict[str, Any] | None = None  # and the stage they belong to
         self.test_reports: dict[str, Any] = {}
         self.data: Any = None  # a DataBundle, when rebuilt by cadence.trainer_from_checkpoint
         self.pending_resume: Path | None = None  # set by trainer_from_checkpoint; used by the next fit
@@ -270,6 +273,8 @@ class Trainer:
         try:
             with self.stop_requests.watching():
                 while state.epoch < self.max_epochs and not self.should_stop():
+                    if self.stages is not None:
+                        self.stages.at_epoch_start(self)  # a stage boundary: the next stage's task, grown from this one
                     self.schedule.start_epoch(state.epoch, state.global_step)  # Newbob decides the epoch's rate
                     self.maybe_write_learning_rates()
                     self.scheduled.apply(state.global_step, state.epoch, epoch_start=True)  # before the epoch's plan
@@ -308,6 +313,23 @@ class Trainer:
         self.maybe_restore_best()
         test_metrics = self.test(test_data) if test_data is not None else {}
         return maybe_write_results(self.experiment, self.config, self.results(test_metrics, wall_time=time.perf_counter() - started))
+
+    def replace_task(self, task: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any = None,
+                     schedules: dict[str, ScheduledValue] | None = None) -> None:
+        """Go on training another task (a stage boundary, between epochs): moved to the device,
+        compiled and wrapped for several processes as the first one was, its schedules bound."""
+        self.task = check_task(task).to(self.device)
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.scheduled = ScheduledSettings(schedules)
+        self.scheduled.bind(self)
+        self._compiled = False
+        self.maybe_compile()
+        if self.world_size > 1:
+            self.wrapped = None
+            self.join_processes()
+        trainable = sum(parameter.numel() for parameter in self.task.parameters() if parameter.requires_grad)
+        self.logger.info("training %s parameters", f"{trainable:,}")
 
     def maybe_compile(self) -> None:
         """``compile``: compile the task's model in place (``nn.Module.compile``), once; its
@@ -690,6 +712,7 @@ class Trainer:
             state.best_checkpoint = checkpoint_name(state.global_step)  # written at the end of this epoch
         elif self.restore_best and self.rank == 0 and not self.sharded:  # (the others get rank 0's at the end)
             self._best_weights = {key: tensor.detach().to("cpu", copy=True) for key, tensor in self.task.state_dict().items()}
+            self._best_stage = self.stages.state_dict() if self.stages is not None else None
 
     def monitored_value_of_last_epoch(self) -> float | None:
         """The monitored value of the epoch that just ended, if it was validated (between epochs only)."""
@@ -703,6 +726,8 @@ class Trainer:
         and with several processes sends them to the others."""
         if not self.restore_best or self.state.best_epoch is None:
             return
+        if self.stages is not None:  # the best epoch may be an earlier stage's: its task first (on every process)
+            self.stages.restore(self, broadcast_object(self.best_stage() if self.rank == 0 else None))
         if self.sharded:  # every process loads its shard of the best checkpoint (a collective)
             best = broadcast_object(str(self.best_checkpoint_path() or ""))
             if best:
@@ -711,6 +736,11 @@ class Trainer:
         if self.rank == 0:
             self.load_best_weights()
         broadcast_tensors(list(self.task.state_dict().values()))
+
+    def best_stage(self) -> dict[str, Any] | None:
+        """The stage (:meth:`StagePlan.state_dict`) the best weights belong to."""
+        best = self.best_checkpoint_path()
+        return load_checkpoint(best)[0].get("stages") if best is not None else self._best_stage
 
     def best_checkpoint_path(self) -> Path | None:
         """The folder of the best checkpoint, when this run has one (None, with a warning, when it is gone)."""
@@ -780,11 +810,14 @@ class Trainer:
             **capture(self.stateful_components()),
             "config": self.config,
             "tokenizer": tokenizer.to_dict() if tokenizer is not None else None,
+            "stages": self.stages.state_dict() if self.stages is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Put back what :meth:`state_dict` captured, random generators last; with several
         processes, then this rank's own part (see :meth:`rank_components`)."""
+        if self.stages is not None:
+            self.stages.restore(self, state.get("stages"))  # the saved stage's task and optimizer, to load into
         saved = state.get("trainer_state")
         if self.scheduled.settings and isinstance(saved, dict) and all(isinstance(saved.get(key), int) for key in ("epoch", "global_step")):
             # The values at the saved position first: the loader checks its position against the plan they shape.

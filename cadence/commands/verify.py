@@ -25,7 +25,7 @@ from cadence.commands.train import resume_experiment, train_recipe
 __all__ = ["differences", "verify_resume"]
 
 # Compared groups of a checkpoint (the config differs by max_steps, on purpose).
-COMPARED = ("task", "optimizer", "scheduler", "trainer_state", "epoch_sums", "train_data", "train_metrics", "callbacks", "rng")
+COMPARED = ("task", "optimizer", "scheduler", "trainer_state", "epoch_sums", "train_data", "train_metrics", "callbacks", "stages", "rng")
 
 
 def differences(first: Any, second: Any, path: str = "") -> tuple[int, list[str]]:

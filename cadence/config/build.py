@@ -28,7 +28,8 @@ from typing import Any, Iterator
 from torch import nn
 
 from cadence.checkpoint.retention import CheckpointPolicy
-from cadence.config.resolve import ResolvedRecipe
+from cadence.config.resolve import ResolvedRecipe, resolve
+from cadence.config.stages import StagePlan
 from cadence.data.pipeline import FeaturePipeline, compute_statistics
 from cadence.errors import CadenceError, ConfigError
 from cadence.experiment import Experiment
@@ -148,6 +149,20 @@ def build_task(
     return _instantiate(recipe, "task", facts, **objects)
 
 
+def build_optimization(recipe: ResolvedRecipe, facts: dict[str, Any], task: nn.Module) -> tuple[Any, Any]:
+    """The optimizer over ``task`` and its learning-rate schedule (None without one)."""
+    optimizer = _instantiate(recipe, "optimizer", facts, model=task)
+    schedule = recipe.config.scheduler
+    return optimizer, _instantiate(recipe, "scheduler", facts, optimizer=optimizer) if schedule is not None else None
+
+
+def build_stage_objects(recipe: ResolvedRecipe, facts: dict[str, Any]) -> tuple[nn.Module, Any, Any]:
+    """A stage's task, optimizer and schedule (its features' statistics come with the tensors
+    the stage carries over, so no data is read)."""
+    task = build_task(recipe, facts)
+    return (task, *build_optimization(recipe, facts, task))
+
+
 def build(
     recipe: ResolvedRecipe, experiment: Experiment | None = None, work_dir: Path | None = None, data: DataBundle | None = None,
 ) -> Built:
@@ -161,10 +176,10 @@ def build(
         data = build_data(recipe, data_directory, experiment.directory if experiment else None)
     # A plateau schedule or early stopping left without a mode follows the trainer's.
     facts = {**data.facts, "mode": recipe.trainer["mode"]}
-    task = build_task(recipe, facts, data, data_directory)
-    optimizer = _instantiate(recipe, "optimizer", facts, model=task)
-    schedule = recipe.config.scheduler
-    scheduler = _instantiate(recipe, "scheduler", facts, optimizer=optimizer) if schedule is not None else None
+    first = recipe.stages[0] if recipe.stages else recipe  # with stages, the first one's objects
+    task = build_task(first, facts, data, data_directory)
+    optimizer, scheduler = build_optimization(first, facts, task)
+    schedule = first.config.scheduler
     resolved = recipe.to_dict(facts)
     with building("trainer"):
         trainer = Trainer(
@@ -175,7 +190,8 @@ def build(
             scheduler_monitor=schedule.monitor if schedule is not None else None,
             metrics=build_metrics(recipe, facts),
             callbacks=[_instantiate(recipe, item.path, facts) for item in recipe.items("callbacks")],
-            schedules=recipe.config.schedules,
+            schedules=first.config.schedules,
+            stages=StagePlan(recipe, facts, build_stage_objects, resolve) if recipe.stages else None,
             experiment=experiment,
             checkpoint_policy=CheckpointPolicy(**recipe.checkpoint),
             config=resolved,

@@ -44,6 +44,7 @@ from cadence.checkpoint.snapshot import load_module_state
 from cadence.config.build import build, build_task
 from cadence.config.resolve import ResolvedRecipe, resolve
 from cadence.config.schema import RecipeConfig, validate_recipe
+from cadence.config.stages import checkpoint_stage
 from cadence.data.tokenizers import tokenizer_from_dict
 from cadence.errors import CheckpointError, ConfigError
 from cadence.experiment import Experiment
@@ -139,6 +140,10 @@ def rebuilt_task(recipe: ResolvedRecipe, state: dict[str, Any], facts: dict[str,
     """The task (features and model) a checkpoint's resolved ``recipe`` builds with ``facts``,
     the checkpoint's ``state`` loaded into it. A state that does not fit is a
     :class:`CheckpointError` saying what did not fit."""
+    try:
+        recipe = checkpoint_stage(recipe, state.get("stages"), resolve)  # with stages: the one it was saved in
+    except ValueError as error:
+        raise CheckpointError(str(error)) from error
     task = build_task(recipe, facts=facts)
     load_module_state(task, state.get("task"), "task")
     task.config = state["config"]

@@ -29,6 +29,7 @@ import pydantic
 from cadence.checkpoint.retention import CheckpointPolicy
 from cadence.config import components  # noqa: F401  (registers the built-in components)
 from cadence.config.schema import ComponentConfig, RecipeConfig, format_validation_error
+from cadence.config.stages import resolve_stages
 from cadence.errors import ConfigError
 from cadence.registry import CALLBACKS, DATASETS, FEATURES, METRICS, MODELS, OPTIMIZERS, SCHEDULERS, TASKS, Registry
 from cadence.run_record import settings_section_schema, trainer_section_schema
@@ -94,6 +95,7 @@ class ResolvedRecipe:
     components: dict[str, ResolvedComponent]  # by path: "data", "features" or "features.0", "metrics.1", ...
     trainer: dict[str, Any]  # the trainer section, validated: Trainer arguments and process settings
     checkpoint: dict[str, Any]  # CheckpointPolicy's arguments
+    stages: list[ResolvedRecipe] = dataclasses.field(default_factory=list)  # each stage's recipe, resolved
 
     def items(self, section: str) -> list[ResolvedComponent]:
         """The components of a list section (``metrics``, ``callbacks``, a list of ``features``), in order."""
@@ -141,7 +143,7 @@ def resolve(config: RecipeConfig) -> ResolvedRecipe:
                 components[f"{section}.{index}"] = _resolve_component(section, f"{section}.{index}", item)
         elif value is not None:
             components[section] = _resolve_component(section, section, value)
-    return ResolvedRecipe(config, components, dict(trainer), dict(checkpoint))
+    return ResolvedRecipe(config, components, dict(trainer), dict(checkpoint), resolve_stages(config, resolve))
 
 
 def _resolve_component(section: str, path: str, component: ComponentConfig) -> ResolvedComponent:

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import pydantic
 import yaml
 
-from cadence.bounds import Seed
+from cadence.bounds import PositiveInt, Seed
 from cadence.errors import ConfigError
 from cadence.optim.scheduled_values import ScheduledValue
 from cadence.registry import suggest
@@ -58,6 +58,16 @@ class SchedulerConfig(ComponentConfig):
     monitor: str | None = None
 
 
+class StageConfig(pydantic.BaseModel):
+    """One stage of a recipe's ``stages:`` list (see :mod:`cadence.config.stages`)."""
+
+    model_config = Strict
+    epochs: PositiveInt | None = None  # None: until the end of training (the last stage only)
+    overrides: dict[str, Any] = {}  # dotted keys, as on the command line: {model.rnn_layers: 2}
+    function: str | None = None  # a STAGE_FUNCTIONS name, called when the stage starts for more overrides
+    grown_parts: Literal["init", "zero"] = "init"  # the new part of a grown tensor: fresh, or zero (silent units)
+
+
 class ExperimentConfig(pydantic.BaseModel):
     model_config = Strict
     root: str = "runs"
@@ -82,6 +92,8 @@ class RecipeConfig(pydantic.BaseModel):
     callbacks: list[ComponentConfig] = []
     # Values by epoch or step: {dropout: {epochs: {1: 0.0, 3: 0.2}}, ...} (cadence.optim.scheduled_values).
     schedules: dict[str, ScheduledValue] = {}
+    # Epoch ranges with their own overrides: a model that grows, CTC then joint CTC/attention, ...
+    stages: list[StageConfig] = []
     # The Trainer's arguments (and the process settings: threads, deterministic kernels).
     trainer: SectionConfig = SectionConfig()
     # When checkpoints are saved (any trigger may be null) and which are kept: CheckpointPolicy.
@@ -145,30 +157,36 @@ def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, A
     result = copy.deepcopy(recipe)
     for text in overrides:
         keys, value = parse_override(text)
-        node: Any = result
-        for depth, key in enumerate(keys[:-1]):
-            node = _child(node, key, keys[: depth + 1], text)
-        last = keys[-1]
-        if isinstance(node, list):
-            node[_list_index(node, last, keys, text)] = value
-        else:
-            node[last] = value
+        set_key(result, keys, value, f"override '{text}'")
     return result
 
 
-def _child(node: Any, key: str, path: list[str], text: str) -> Any:
+def set_key(recipe: dict[str, Any], keys: list[str], value: Any, where: str) -> None:
+    """Set ``recipe[keys[0]][keys[1]]... = value`` in place (list items by index; missing
+    sections are created); ``where`` names the override in errors."""
+    node: Any = recipe
+    for depth, key in enumerate(keys[:-1]):
+        node = _child(node, key, keys[: depth + 1], where)
+    last = keys[-1]
     if isinstance(node, list):
-        return node[_list_index(node, key, path, text)]
+        node[_list_index(node, last, keys, where)] = value
+    else:
+        node[last] = value
+
+
+def _child(node: Any, key: str, path: list[str], where: str) -> Any:
+    if isinstance(node, list):
+        return node[_list_index(node, key, path, where)]
     if not isinstance(node, dict):
-        raise ConfigError(f"override '{text}': '{'.'.join(path[:-1])}' is a value, not a section")
+        raise ConfigError(f"{where}: '{'.'.join(path[:-1])}' is a value, not a section")
     if node.get(key) is None:  # a missing section is created, so overrides can add one
         node[key] = {}
     return node[key]
 
 
-def _list_index(node: list, key: str, path: list[str], text: str) -> int:
+def _list_index(node: list, key: str, path: list[str], where: str) -> int:
     if not key.isdigit() or int(key) >= len(node):
-        raise ConfigError(f"override '{text}': '{'.'.join(path)}' must index the list (0 to {len(node) - 1})")
+        raise ConfigError(f"{where}: '{'.'.join(path)}' must index the list (0 to {len(node) - 1})")
     return int(key)
 
 

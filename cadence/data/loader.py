@@ -268,7 +268,10 @@ class AudioDataLoader:
             expected, saved_batches = plan.global_batches, state.get("global_batches", plan.global_batches)
         else:
             expected, saved_batches = batches, state.get("batches", batches)
-        if not 0 <= cursor <= batches or saved_batches != expected:
+        # At an epoch's start (cursor 0) any plan fits: the batch count saved then was counted with
+        # the options of the epoch that had just ended, and a curriculum (schedules: data.*) sets
+        # the new epoch's options only when it starts.
+        if not 0 <= cursor <= batches or (saved_batches != expected and cursor > 0):
             raise DataError(
                 f"{self.name} data: the saved position (epoch {epoch}, batch {cursor} of {saved_batches}) does not "
                 f"fit this run's plan of {expected} batches; the data, batching options, seed or number of processes "

@@ -168,9 +168,13 @@ def test_each_epoch_has_its_own_plan_and_a_complete_pass_moves_on(fsdd_entries) 
 
 
 def test_a_saved_position_that_does_not_fit_the_plan_is_refused(fsdd_entries) -> None:
-    state = loader_for(fsdd_entries).state_dict()
+    state = {**loader_for(fsdd_entries).state_dict(), "cursor": 1}  # inside an epoch
     with pytest.raises(DataError, match=r"does not fit this run's plan.*batching options, seed or number of processes"):
         loader_for(fsdd_entries[:50]).load_state_dict(state)  # another data set: another number of batches
+    # At an epoch's start any plan fits: a curriculum sets the epoch's options only when it starts.
+    other = loader_for(fsdd_entries[:50])
+    other.load_state_dict({**state, "cursor": 0})
+    assert (other.epoch, other.cursor) == (state["epoch"], 0)
     with pytest.raises(DataError, match="does not fit"):
         loader_for(fsdd_entries).load_state_dict({**state, "cursor": state["batches"] + 1})
 
