@@ -138,7 +138,7 @@ def train_beside_rank_zero(resolved: ResolvedRecipe, directory: str, resume: boo
     rank, _ = distributed_rank_and_size()
     prepare_run(resolved)
     with tempfile.TemporaryDirectory(prefix=f"cadence-rank{rank}-") as scratch:
-        built = build(resolved, None, work_dir=Path(scratch))
+        built = build(resolved, None, work_dir=Path(scratch), from_scratch=not resume)
         data = built.data
         return built.trainer.fit(data.train, data.valid, data.test, resume_from=directory if resume else None)
 
@@ -229,7 +229,7 @@ def resume_experiment(
     }
     experiment = Experiment(directory, tensorboard=config.experiment.tensorboard, notes=notes)
     try:
-        built = build(resolved, experiment)
+        built = build(resolved, experiment, from_scratch=False)
         logger.info("resuming experiment %s from %s%s", directory, start, f" with changes: {described}" if changes else "")
         # The folder, unless --from named a checkpoint: a newest one that does not fit is skipped.
         return built.trainer.fit(built.data.train, built.data.valid, built.data.test, resume_from=checkpoint or directory)

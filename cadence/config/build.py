@@ -36,7 +36,9 @@ from cadence.experiment import Experiment
 from cadence.registry import TASKS, DataBundle
 from cadence.runtime.device import resolve_device
 from cadence.runtime.files import strict_json, write_bytes_atomic
+from cadence.runtime.logs import get_logger
 from cadence.trainer import Trainer
+from cadence.weights import describe_report, freeze_parameters, initialize_parameters, preload_from_files
 
 __all__ = ["Built", "build", "build_data", "build_features", "build_metrics", "build_task", "import_user_modules"]
 
@@ -158,18 +160,40 @@ def build_optimization(recipe: ResolvedRecipe, facts: dict[str, Any], task: nn.M
 
 def build_stage_objects(recipe: ResolvedRecipe, facts: dict[str, Any]) -> tuple[nn.Module, Any, Any]:
     """A stage's task, optimizer and schedule (its features' statistics come with the tensors
-    the stage carries over, so no data is read)."""
+    the stage carries over, so no data is read); the stage's ``freeze`` applied."""
     task = build_task(recipe, facts)
+    log_trainable(freeze_parameters(task, recipe.config.freeze))
     return (task, *build_optimization(recipe, facts, task))
+
+
+def prepare_weights(recipe: ResolvedRecipe, task: nn.Module, from_scratch: bool) -> None:
+    """The recipe's ``initialization``, ``preload`` and ``freeze``, in that order, before the
+    optimizer is made. ``from_scratch``: a training run that starts now (a preload source with
+    ``init_for_train`` applies only then); a resumed run loads its checkpoint after this."""
+    config, logger = recipe.config, get_logger()
+    if config.initialization:
+        with building("initialization"):
+            initialized = initialize_parameters(task, config.initialization)
+        logger.info("initialization: %d tensors set by %d rules", len(initialized), len(config.initialization))
+    if config.preload:
+        report = preload_from_files(task, config.preload, training_from_scratch=from_scratch)
+        logger.info("%s", describe_report(report))
+    log_trainable(freeze_parameters(task, config.freeze))
+
+
+def log_trainable(counts: Any) -> None:
+    get_logger().info("%s", counts)
 
 
 def build(
     recipe: ResolvedRecipe, experiment: Experiment | None = None, work_dir: Path | None = None, data: DataBundle | None = None,
+    from_scratch: bool = True,
 ) -> Built:
     """Create every object the resolved recipe describes and a Trainer ready to ``fit``.
 
     ``data``: the recipe's data, already built (by :func:`build_data`, for another component
-    set over the same data); by default it is built here.
+    set over the same data); by default it is built here. ``from_scratch``: False for a run
+    that will resume a checkpoint (preload sources with ``init_for_train`` are not read).
     """
     data_directory = work_dir or (experiment.directory / "data" if experiment else Path("data"))
     if data is None:
@@ -178,6 +202,7 @@ def build(
     facts = {**data.facts, "mode": recipe.trainer["mode"]}
     first = recipe.stages[0] if recipe.stages else recipe  # with stages, the first one's objects
     task = build_task(first, facts, data, data_directory)
+    prepare_weights(first, task, from_scratch)
     optimizer, scheduler = build_optimization(first, facts, task)
     schedule = first.config.scheduler
     resolved = recipe.to_dict(facts)

@@ -10,12 +10,13 @@ name into the registries before a recipe is resolved.
 | ``TASKS`` | ``classification``, ``ctc``, ``seq2seq`` |
 | ``OPTIMIZERS``, ``SCHEDULERS`` | ``sgd``, ``adam``, ``adamw``; ``step``, ``exponential``, ``reduce_on_plateau`` |
 | ``METRICS`` | ``accuracy``, ``precision``, ``recall``, ``f1``, ``confusion_matrix``, ``wer``, ``cer`` |
-| ``CALLBACKS`` | ``early_stopping`` |
+| ``CALLBACKS`` | ``early_stopping``, ``weight_noise`` |
 """
 
 from __future__ import annotations
 
 import cadence.callbacks.early_stopping  # noqa: F401
+import cadence.callbacks.weight_noise  # noqa: F401
 import cadence.corpora.builders  # noqa: F401
 import cadence.data.builders  # noqa: F401
 import cadence.data.features  # noqa: F401

@@ -187,7 +187,7 @@ def trainer_from_checkpoint(checkpoint: str | Path, experiment: Experiment | Non
     state, _ = load_checkpoint(path)
     # Without an experiment, data files (manifests) go to the run's own data/ folder again.
     work_dir = None if experiment is not None else path.parent.parent / "data"
-    built = build(resolve(saved_config(state, path, trust_code)), experiment, work_dir=work_dir)
+    built = build(resolve(saved_config(state, path, trust_code)), experiment, work_dir=work_dir, from_scratch=False)
     trainer = built.trainer
     trainer.data = built.data
     # The folder, when one was given: fit then resumes from its newest checkpoint that fits.

@@ -28,6 +28,7 @@ import yaml
 from cadence.bounds import PositiveInt, Seed
 from cadence.errors import ConfigError
 from cadence.optim.scheduled_values import ScheduledValue
+from cadence.weights import FreezePatterns, InitRule, PreloadSource
 from cadence.registry import suggest
 
 Strict = pydantic.ConfigDict(extra="forbid", protected_namespaces=())
@@ -90,6 +91,11 @@ class RecipeConfig(pydantic.BaseModel):
     scheduler: SchedulerConfig | None = None
     metrics: list[ComponentConfig] = [ComponentConfig(name="accuracy")]
     callbacks: list[ComponentConfig] = []
+    # Where the weights start and which train (cadence.weights): rules by name pattern, first match
+    # wins; checkpoints or .safetensors files to load from; parameters that do not train.
+    initialization: list[InitRule] = []
+    preload: list[PreloadSource] = []
+    freeze: FreezePatterns = []
     # Values by epoch or step: {dropout: {epochs: {1: 0.0, 3: 0.2}}, ...} (cadence.optim.scheduled_values).
     schedules: dict[str, ScheduledValue] = {}
     # Epoch ranges with their own overrides: a model that grows, CTC then joint CTC/attention, ...

@@ -10,7 +10,7 @@ keys, as on the command line) applied::
       - {overrides: {model.rnn_layers: 3}}          # the last runs to trainer.max_epochs
 
 A stage may override ``model``, ``task`` (losses and their weights), ``optimizer``,
-``scheduler`` and ``schedules``; the data, features, metrics, callbacks and trainer stay the
+``scheduler``, ``schedules`` and ``freeze`` (which parameters train); the data, features, metrics, callbacks and trainer stay the
 recipe's (a value that changes by epoch is a schedule). ``function`` names a
 ``STAGE_FUNCTIONS`` entry, ``fn(epoch, trainer) -> overrides``, called when the stage starts
 (for a pipeline that computes something between stages); what it returns is saved in the
@@ -41,7 +41,7 @@ from cadence.runtime.logs import get_logger
 
 __all__ = ["STAGEABLE", "StagePlan", "checkpoint_stage", "stage_recipe", "stage_starts"]
 
-STAGEABLE = ("model", "task", "optimizer", "scheduler", "schedules")
+STAGEABLE = ("model", "task", "optimizer", "scheduler", "schedules", "freeze")
 
 
 def stage_recipe(recipe: dict[str, Any], stage: StageConfig, index: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
