@@ -23,9 +23,10 @@ Settings (``key``: what is set):
 - ``dropout``: ``p`` of every dropout layer of the task, and the ``dropout`` between the layers
   of its recurrent stacks (``nn.LSTM``/``nn.GRU``);
 - ``trainer.clip_grad_norm``, ``trainer.clip_grad_value``;
-- ``task.<path>``, ``model.<path>``, ``features.<path>``: an existing number attribute of the
-  task, its model or its features (``features.<i>`` is the i-th stage of a list of features),
-  walked through attributes, list indices and mapping keys;
+- ``task.<path>``, ``model.<path>``, ``features.<path>``, ``callbacks.<i>.<path>``: an existing
+  number attribute of the task, its model, its features (``features.<i>`` is the i-th stage of a
+  list of features) or a callback (``callbacks.0.std``: weight noise), walked through
+  attributes, list indices and mapping keys;
 - ``data.<option>``: a batching option of the training data (``max_duration``,
   ``min_duration``, ``max_frames``, ``max_seqs``, ``chunk_size``, ``chunk_step``), by epoch only:
   an epoch's batch plan is made when it starts.
@@ -54,7 +55,7 @@ __all__ = ["DATA_OPTIONS", "ScheduledSettings", "ScheduledValue"]
 DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 TRAINER_SETTINGS = ("clip_grad_norm", "clip_grad_value")
 DATA_OPTIONS = ("max_duration", "min_duration", "max_frames", "max_seqs", "chunk_size", "chunk_step")
-ROOTS = ("dropout", "trainer.", "task.", "model.", "features.", "data.")
+ROOTS = ("dropout", "trainer.", "task.", "model.", "features.", "callbacks.", "data.")
 
 
 class ScheduledValue(pydantic.BaseModel):
@@ -158,7 +159,8 @@ def find_setting(trainer: Any, train_data: Any, key: str, schedule: ScheduledVal
         return Setting(lambda value: setattr(trainer, path, value))
     if root == "data":
         return data_setting(trainer.train_loader if train_data is None else train_data, path, schedule, where)
-    objects = {"task": trainer.task, "model": getattr(trainer.task, "model", None), "features": getattr(trainer.task, "features", None)}
+    objects = {"task": trainer.task, "model": getattr(trainer.task, "model", None), "features": getattr(trainer.task, "features", None),
+               "callbacks": list(trainer.callbacks)}
     if root not in objects or not path:
         raise ConfigError(f"{where}: a scheduled setting is dropout or starts with {', '.join(ROOTS[1:])}")
     if objects[root] is None:

@@ -39,10 +39,10 @@ def test_resume_with_stages_and_every_schedule_is_bit_identical(interrupt_at, fs
 
 def test_deepspeech2_grows_from_one_to_three_layers_and_the_best_stage_is_restored(tmp_path, fsdd_root):
     directory = tmp_path / "run"
-    # Each stage is the recipe (3 layers of 48) with its own overrides: 1 layer of 32, then 2 of 48, then 3.
-    stages = "stages=[{epochs: 1, overrides: {model.rnn_layers: 1, model.rnn_hidden: 32}}, {epochs: 1, overrides: {model.rnn_layers: 2}}, {}]"
-    arguments = [DS2, "data.max_train_utterances=48", "data.max_eval_utterances=10", "trainer.progress_bar=false",
-                 "trainer.max_epochs=3", "model.rnn_hidden=48", "model.rnn_layers=3", stages, "--exp-dir", str(directory)]
+    # The shipped recipe (3 layers of 192, growing from 1 layer), smaller: 3 layers of 48 from 1 layer of 32.
+    arguments = [str(REPOSITORY / "recipes" / "fsdd" / "asr_ds2_stages.yaml"), "data.max_train_utterances=48",
+                 "data.max_eval_utterances=10", "trainer.progress_bar=false", "trainer.max_epochs=3", "model.rnn_hidden=48",
+                 "stages.0.overrides={model.rnn_layers: 1, model.rnn_hidden: 32}", "--exp-dir", str(directory)]
     assert main(["train", *arguments]) == 0
     log = (directory / "train.log").read_text()
     # Stage 2: one layer grown to 48 units gate by gate (GRU: 3 x 32 rows -> 3 x 48), two new layers.
@@ -93,3 +93,16 @@ def test_stage_mistakes_are_refused_before_training(stages, message, tmp_path, f
     error = capsys.readouterr().err
     assert message in error, error
     assert not (tmp_path / "run").exists()
+
+
+
+def test_las_trains_ctc_first_then_joint(tmp_path, fsdd_root):
+    directory = tmp_path / "run"
+    tiny = ["data.max_train_utterances=32", "data.max_eval_utterances=8", "trainer.progress_bar=false",
+            "trainer.max_epochs=2", "stages.0.epochs=1"]
+    assert main(["train", str(REPOSITORY / "recipes" / "fsdd" / "asr_las_ctc_first.yaml"), *tiny, "--exp-dir", str(directory)]) == 0
+    lines = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
+    epochs = [line for line in lines if line["split"] == "epoch"]
+    # Epoch 1 trains CTC alone (the training loss is the CTC loss); epoch 2 the joint loss.
+    assert epochs[0]["train/loss"] == pytest.approx(epochs[0]["train/loss_ctc"])
+    assert epochs[1]["train/loss"] == pytest.approx(0.7 * epochs[1]["train/loss_attention"] + 0.3 * epochs[1]["train/loss_ctc"])
