@@ -5,23 +5,26 @@ The whole training loop lives in :meth:`cadence.trainer.Trainer.fit`; this is it
     (resume_from: every state restored from a checkpoint first)
     on_fit_start
     while state.epoch < max_epochs and not should_stop():
-        on_epoch_start                  # schedules of any value apply here (lr, dropout, clip, ...);
-                                        # called again when a run resumes inside this epoch, so it
+        stages.at_epoch_start           # a stage boundary: the next stage's task, grown from this one
+        schedule.start_epoch            # the LR schedule (Newbob decides the epoch's rate)
+        scheduled values, by epoch      # dropout, clipping, curriculum, ... (before the batch plan)
+        on_epoch_start                  # called again when a run resumes inside this epoch, so it
                                         # must not draw random numbers or count its calls
         train_loader.set_epoch(state.epoch)
         for batch in train_loader:      # the rest of the epoch's plan: the loader owns the cursor
+            scheduled values, by step
             on_batch_start(batch)
             output = task.training_step(batch)
             output.loss.backward()
             on_after_backward           # gradient checks; clipping follows right after
-            optimizer step, per-step LR schedule, global_step += 1
+            schedule.before_update, optimizer step, schedule.after_update, global_step += 1
             on_batch_end(output)        # logging, step-interval work
             if should_stop() and this is not the epoch's last batch: leave fit's loop
             maybe_save("step")          # checkpoint.every_steps / every_minutes; on the epoch's
                                         # last batch it waits for the epoch's save below
         metrics = validate(val_data)    # then the best model is tracked
-        on_validation_end(metrics)      # early stopping, plateau schedules
-        per-epoch LR schedule
+        on_validation_end(metrics)      # early stopping
+        schedule.end_epoch(score)       # Newbob's and plateau's score; a per-epoch PyTorch schedule steps
         state.epoch += 1
         on_epoch_end                    # epoch-interval work
         maybe_save("epoch")             # checkpoint.every_epochs, a new best, a waiting step save

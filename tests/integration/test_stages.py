@@ -62,7 +62,7 @@ def test_deepspeech2_grows_from_one_to_three_layers_and_the_best_stage_is_restor
     assert best.model.recurrent_layers[0].hidden_size == (32 if results["best_epoch"] == 1 else 48)
 
 
-def test_a_stage_function_is_called_once_and_its_overrides_travel_with_the_checkpoints(tmp_path, fsdd_root):
+def test_a_stage_function_is_called_once_and_its_overrides_travel_with_the_checkpoints(tmp_path, fsdd_root, capsys):
     calls = []
 
     @STAGE_FUNCTIONS.register("test_smoothing_off")
@@ -79,6 +79,8 @@ def test_a_stage_function_is_called_once_and_its_overrides_travel_with_the_check
     assert main(["resume", str(directory), "trainer.max_steps=10"]) == 0
     assert calls == [(2, 6)]  # resumed inside the stage: the saved overrides, no second call
     assert cadence.load(directory / "checkpoints" / "step-000000010").label_smoothing == 0.0
+    assert main(["resume", str(directory), "stages.0.epochs=2", "trainer.max_steps=12"]) == 2  # another stage list
+    assert "stages.0.epochs: 1 -> 2" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("stages, message", [
