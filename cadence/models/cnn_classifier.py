@@ -3,6 +3,9 @@
 Shapes: features [B, n_mels, T] and lengths [B] (valid frames) in, logits [B, classes] out.
 Every statistic (input normalization, batch norm in training, pooling) uses valid frames
 only, so an utterance gets the same logits alone or inside a padded batch (in eval mode).
+
+Dropout: ``dropout`` before the linear head; ``conv_dropout`` after every convolution block
+(0, i.e. none, by default). Both are ``nn.Dropout`` modules, so a ``dropout`` schedule sets them.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class CNNClassifier(nn.Module):
         layers: PositiveInt = 4,
         kernel_size: OddInt = 5,
         dropout: ProperFraction = 0.1,
+        conv_dropout: ProperFraction = 0.0,
     ):
         super().__init__()
         if kernel_size % 2 == 0:
@@ -46,6 +50,7 @@ class CNNClassifier(nn.Module):
             self.convolutions.append(nn.Conv1d(inputs, channels, kernel_size, padding=kernel_size // 2, bias=False))
             self.norms.append(MaskedBatchNorm1d(channels))
             inputs = channels
+        self.conv_dropout = nn.Dropout(conv_dropout)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(2 * channels, num_classes)
 
@@ -62,7 +67,7 @@ class CNNClassifier(nn.Module):
         variance = (((features - mean) * mask) ** 2).sum((1, 2), keepdim=True) / (count * bands)
         hidden = (features - mean) * torch.rsqrt(variance + 1e-5) * mask  # [B, n_mels, T]
         for convolution, norm in zip(self.convolutions, self.norms):
-            hidden = F.relu(norm(convolution(hidden), mask)) * mask  # [B, C, T], padding kept at 0
+            hidden = self.conv_dropout(F.relu(norm(convolution(hidden), mask)) * mask)  # [B, C, T], padding kept at 0
         pooled_mean = hidden.sum(2) / count[:, :, 0]  # [B, C]
         pooled_variance = (((hidden - pooled_mean[:, :, None]) * mask) ** 2).sum(2) / count[:, :, 0]
         pooled = torch.cat([pooled_mean, torch.sqrt(pooled_variance + 1e-5)], dim=1)  # [B, 2C]

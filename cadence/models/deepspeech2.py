@@ -16,6 +16,27 @@ convolution (so it looks like the convolution's own zero padding), the recurrent
 on packed sequences, and batch norm statistics skip padding. So an utterance gets the same
 outputs alone or inside a padded batch (in eval mode).
 
+Regularization: ``dropout`` on the input of every recurrent layer but the first (after its batch
+norm) and before the output layer; ``conv_dropout`` after every convolution block (so also on the
+first recurrent layer's input; 0, i.e. none, by default); and stochastic depth over the recurrent
+stack, ``stochastic_depth: p`` (0 = off, the default). The stack has no residual connections, so
+stochastic depth here drops whole layers (LayerDrop): in training, a dropped layer (its batch norm,
+dropout and recurrent layer) is skipped for the batch and its input passes on unchanged; a kept
+layer runs as it is (there is no residual branch to rescale, so nothing is scaled); in evaluation
+every layer runs. Layer ``l`` of ``N`` (1-based, over the whole stack) is dropped with
+probability ``l / N * p``, the usual linear schedule of Huang et al. 2016 (0 at the input, ``p``
+at the last layer). Only a layer whose output has its input's size can pass its input on: the two
+directions are summed, so every layer gives ``rnn_hidden`` features, and every layer after the
+first takes ``rnn_hidden`` (they can all be skipped), while the first takes ``conv_channels x``
+the frequency bins left by the convolutions and can be skipped only when that equals
+``rnn_hidden`` (:attr:`DeepSpeech2.skippable_layers` lists them). A model with no such layer (a
+single recurrent layer of another size) refuses ``p > 0`` with a ValueError. One decision per
+layer per batch (not per example), drawn from torch's global CPU generator only while training
+with ``p > 0`` (so ``p = 0`` draws nothing, and exact resume, which checkpoints that generator,
+holds). ``p`` is read at every forward: ``schedules: {model.stochastic_depth: ...}`` works.
+A skipped layer's parameters get no gradient from that batch: under DistributedDataParallel that
+needs ``find_unused_parameters=True``.
+
     >>> model = DeepSpeech2(num_classes=12, rnn_hidden=32, conv_channels=4)
     >>> logits, output_lengths = model(torch.randn(2, 40, 51), torch.tensor([51, 30]))
     >>> logits.shape, output_lengths.tolist()
@@ -31,7 +52,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from cadence.bounds import NonNegativeInt, OddInt, PositiveInt, ProperFraction
+from cadence.bounds import NonNegativeInt, OddInt, PositiveInt, Probability, ProperFraction
 from cadence.models.masking import MaskedBatchNorm1d, MaskedBatchNorm2d, check_feature_shape, valid_frames
 from cadence.registry import MODELS
 
@@ -41,6 +62,13 @@ __all__ = ["DeepSpeech2", "split_stride", "strided_lengths"]
 def strided_lengths(lengths: torch.Tensor, stride: int) -> torch.Tensor:
     """Frames after a convolution with an odd kernel, "same" padding and this stride: ceil(L / stride)."""
     return torch.div(lengths - 1, stride, rounding_mode="floor") + 1
+
+
+def checked_drop_probability(value: float, key: str = "model.stochastic_depth") -> float:
+    """``value`` as a float in [0, 1], or a ValueError naming ``key`` (a schedule reports it with its step)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{key} is a drop probability in [0, 1], got {value!r}")
+    return float(value)
 
 
 def split_stride(total: int, layers: int) -> list[int]:
@@ -89,6 +117,8 @@ class DeepSpeech2(nn.Module):
         bidirectional: bool = True,
         lookahead: NonNegativeInt = 0,
         dropout: ProperFraction = 0.1,
+        conv_dropout: ProperFraction = 0.0,
+        stochastic_depth: Probability = 0.0,
     ):
         super().__init__()
         if frequency_kernel % 2 == 0 or time_kernel % 2 == 0:
@@ -132,11 +162,17 @@ class DeepSpeech2(nn.Module):
             )
             self.conv_norms.append(MaskedBatchNorm2d(conv_channels))
             channels, bins = conv_channels, (bins - 1) // frequency_stride + 1
+        self.conv_dropout = nn.Dropout(conv_dropout)
 
         recurrent = nn.GRU if rnn_type == "gru" else nn.LSTM
         self.recurrent_layers = nn.ModuleList()
         self.recurrent_norms = nn.ModuleList()  # before every recurrent layer but the first
         inputs = channels * bins
+        self.rnn_hidden = rnn_hidden
+        self.first_recurrent_inputs = inputs
+        # Layers that stochastic depth may skip: output (directions summed) as large as the input.
+        sizes = [inputs] + [rnn_hidden] * (rnn_layers - 1)  # each layer's input
+        self.skippable_layers = tuple(layer for layer, size in enumerate(sizes) if size == rnn_hidden)
         for layer in range(rnn_layers):
             if layer > 0:
                 self.recurrent_norms.append(MaskedBatchNorm1d(inputs))
@@ -146,6 +182,36 @@ class DeepSpeech2(nn.Module):
         self.lookahead = nn.Conv1d(rnn_hidden, rnn_hidden, lookahead + 1, groups=rnn_hidden, bias=False) if lookahead else None
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(rnn_hidden, num_classes)
+        self.stochastic_depth = stochastic_depth  # checked against skippable_layers
+
+    @property
+    def stochastic_depth(self) -> float:
+        """The drop probability of the last recurrent layer (see the module docstring); read at every forward."""
+        return self._stochastic_depth
+
+    @stochastic_depth.setter
+    def stochastic_depth(self, value: float) -> None:
+        value = checked_drop_probability(value)
+        if value > 0 and not self.skippable_layers:
+            raise ValueError(
+                f"model.stochastic_depth skips recurrent layers whose output has the size of their input, and this model "
+                f"has none: its one recurrent layer takes {self.first_recurrent_inputs} features (conv_channels x the "
+                f"frequency bins left by the convolutions) and gives rnn_hidden={self.rnn_hidden}; use rnn_layers >= 2, "
+                f"or stochastic_depth: 0"
+            )
+        self._stochastic_depth = value
+
+    def dropped_layers(self) -> frozenset[int]:
+        """The recurrent layers stochastic depth skips for this batch (none in evaluation or with p = 0).
+
+        Draws one number per skippable layer from torch's global CPU generator (no wait for an accelerator)."""
+        last = self.stochastic_depth
+        if not self.training or last == 0.0:
+            return frozenset()
+        count = len(self.recurrent_layers)
+        draws = torch.rand(len(self.skippable_layers)).tolist()
+        # Layer l of N (1-based) is dropped with probability l / N * p: linear in depth, p at the last.
+        return frozenset(layer for layer, draw in zip(self.skippable_layers, draws) if draw < last * (layer + 1) / count)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """[B] input frames -> [B] output frames (ceil division by each convolution's stride)."""
@@ -162,13 +228,16 @@ class DeepSpeech2(nn.Module):
             hidden = convolution(hidden * mask)  # padding looks like the convolution's own zero padding
             lengths = strided_lengths(lengths, stride)
             mask = valid_frames(lengths, hidden.shape[-1]).unsqueeze(1)  # [B, 1, 1, T']
-            hidden = self.activation(norm(hidden, mask))  # [B, C, F', T']
+            hidden = self.conv_dropout(self.activation(norm(hidden, mask)))  # [B, C, F', T']
         batch, channels, bins, frames = hidden.shape
         hidden = hidden.reshape(batch, channels * bins, frames)  # [B, C*F', T']
         mask = valid_frames(lengths, frames)  # [B, 1, T']
         # pack_padded_sequence wants the lengths on the CPU: a host/device sync on accelerators.
         cpu_lengths = lengths.cpu()
+        dropped = self.dropped_layers()
         for layer, recurrent in enumerate(self.recurrent_layers):
+            if layer in dropped:
+                continue  # skipped for this batch: its input ([B, H, T'], its output's size) passes on
             if layer > 0:
                 hidden = self.dropout(self.recurrent_norms[layer - 1](hidden, mask))
             packed = pack_padded_sequence(hidden.transpose(1, 2), cpu_lengths, batch_first=True, enforce_sorted=False)

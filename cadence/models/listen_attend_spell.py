@@ -14,6 +14,10 @@ content-only (``content_score``: Chan et al.'s dot product, or additive).
 which makes attention learn to align much sooner on small data; it is off by default because a head
 that no loss uses leaves parameters without gradients (which DistributedDataParallel rejects).
 
+Dropout: ``dropout`` between the listener's layers, between the speller's LSTMCell layers and inside
+the output MLP; ``embedding_dropout`` on the embedding of the previous class, the speller's input
+(0, i.e. none, by default). All are ``nn.Dropout`` modules, so a ``dropout`` schedule sets them.
+
     >>> model = ListenAttendSpell(num_classes=12, listener_hidden=16, speller_hidden=16, embedding_size=8, attention_size=8)
     >>> features, lengths = torch.randn(2, 40, 50), torch.tensor([50, 33])
     >>> logits, memory, memory_lengths = model(features, lengths, torch.zeros(2, 4, dtype=torch.long))
@@ -117,9 +121,11 @@ class Speller(nn.Module):
         location_channels: int,
         location_kernel: int,
         dropout: float,
+        embedding_dropout: float = 0.0,
     ):
         super().__init__()
         self.embedding = nn.Embedding(num_classes, embedding_size)
+        self.embedding_dropout = nn.Dropout(embedding_dropout)
         self.cells = nn.ModuleList(
             nn.LSTMCell(embedding_size + memory_size if layer == 0 else hidden, hidden) for layer in range(layers)
         )
@@ -152,7 +158,8 @@ class Speller(nn.Module):
         self, previous_classes: torch.Tensor, state: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         new_state = dict(state)
-        inputs = torch.cat([self.embedding(previous_classes), state["context"]], dim=1)  # [N, E + D]
+        embedded = self.embedding_dropout(self.embedding(previous_classes))  # [N, E]
+        inputs = torch.cat([embedded, state["context"]], dim=1)  # [N, E + D]
         for layer, cell in enumerate(self.cells):
             previous = (state[f"hidden_{layer}"], state[f"cell_{layer}"])
             hidden, memory_cell = cell(self.dropout(inputs) if layer > 0 else inputs, previous)
@@ -187,6 +194,7 @@ class ListenAttendSpell(nn.Module):
         location_kernel: OddInt = 15,
         ctc_head: bool = False,
         dropout: ProperFraction = 0.1,
+        embedding_dropout: ProperFraction = 0.0,
     ):
         super().__init__()
         if listener_layers < 0 or pyramid_layers < 0 or listener_layers + pyramid_layers < 1:
@@ -210,6 +218,7 @@ class ListenAttendSpell(nn.Module):
             location_channels,
             location_kernel,
             dropout,
+            embedding_dropout,
         )
         self.ctc_head = nn.Linear(memory_size, num_classes) if ctc_head else None
 

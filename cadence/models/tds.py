@@ -24,6 +24,18 @@ Frames beyond a length never change valid outputs: padding is zeroed before ever
 convolution (so it looks like the convolution's own zero padding), layer norms and linear layers
 work frame by frame, and attention weights are 0 beyond each memory length.
 
+Stochastic depth (Huang et al. 2016), ``stochastic_depth: p`` (0 = off, the default): in training,
+each TDS block is dropped as a whole for the batch (its input passes through unchanged, layer norms
+included) with a probability that rises linearly with depth, the usual "linear decay" schedule:
+block ``l`` of ``L`` (1-based, counted over all groups) with ``l / L * p``, so 0 at the input and
+``p`` at the last block. A kept block scales its two residual branches by ``1 / (1 - p_l)``, so
+their expected contribution is the one at evaluation, where every block runs unscaled. One decision
+per block per batch (not per example), drawn from torch's global CPU generator only while
+training with ``p > 0`` (so ``p = 0`` draws nothing, and exact resume, which checkpoints that
+generator, holds). ``p`` is read at every forward: ``schedules: {model.stochastic_depth: ...}`` works.
+A dropped block is not run at all (that saves its time), so its parameters get no gradient from
+that batch: under DistributedDataParallel that needs ``find_unused_parameters=True``.
+
     >>> model = TDSSeq2Seq(num_classes=12, channels=2, channel_growth=1, blocks_per_group=1, key_value_size=16)
     >>> features, lengths = torch.randn(2, 40, 50), torch.tensor([50, 33])
     >>> logits, memory, memory_lengths = model(features, lengths, torch.zeros(2, 4, dtype=torch.long))
@@ -39,7 +51,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cadence.bounds import NonNegativeInt, OddInt, PositiveInt, ProperFraction
+from cadence.bounds import NonNegativeInt, OddInt, PositiveInt, Probability, ProperFraction
 from cadence.models.attention import masked_softmax
 from cadence.models.masking import check_feature_shape, valid_frames, valid_positions
 from cadence.registry import MODELS
@@ -52,8 +64,22 @@ def halve_lengths(lengths: torch.Tensor) -> torch.Tensor:
     return torch.div(lengths + 1, 2, rounding_mode="floor")
 
 
+def checked_drop_probability(value: float, key: str = "model.stochastic_depth") -> float:
+    """``value`` as a float in [0, 1], or a ValueError naming ``key`` (a schedule reports it with its step)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{key} is a drop probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+def scaled(branch: torch.Tensor, scale: float) -> torch.Tensor:
+    return branch if scale == 1.0 else branch * scale  # no extra operation when nothing is scaled
+
+
 class TDSBlock(nn.Module):
-    """A time convolution sub-block then a fully connected sub-block, on ``[B, T, channels * width]``."""
+    """A time convolution sub-block then a fully connected sub-block, on ``[B, T, channels * width]``.
+
+    ``residual_scale`` multiplies both residual branches (stochastic depth's ``1 / (1 - p)`` for a
+    block kept in training; 1 otherwise)."""
 
     def __init__(self, channels: int, width: int, kernel_size: int, dropout: float):
         super().__init__()
@@ -67,16 +93,19 @@ class TDSBlock(nn.Module):
         self.fully_connected_norm = nn.LayerNorm(size)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # [B, T, C*W], [B, T, 1]
-        batch, frames, size = hidden.shape
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor, residual_scale: float = 1.0) -> torch.Tensor:
+        batch, frames, size = hidden.shape  # hidden [B, T, C*W], mask [B, T, 1]
         view = (hidden * mask).view(batch, frames, self.channels, self.width).permute(0, 2, 3, 1)  # [B, C, W, T]
         convolved = self.dropout(F.relu(self.convolution(view)))  # [B, C, W, T]
-        hidden = self.convolution_norm(hidden + convolved.permute(0, 3, 1, 2).reshape(batch, frames, size))
-        return self.fully_connected_norm(hidden + self.fully_connected(hidden))  # [B, T, C*W]
+        convolved = convolved.permute(0, 3, 1, 2).reshape(batch, frames, size)  # [B, T, C*W]
+        hidden = self.convolution_norm(hidden + scaled(convolved, residual_scale))
+        return self.fully_connected_norm(hidden + scaled(self.fully_connected(hidden), residual_scale))  # [B, T, C*W]
 
 
 class TDSEncoder(nn.Module):
-    """features [B, F, T] -> memory [B, ceil(T / 2 ** groups), key_value_size] (see the module docstring)."""
+    """features [B, F, T] -> memory [B, ceil(T / 2 ** groups), key_value_size] (see the module docstring).
+
+    ``stochastic_depth`` (read at every forward) is the drop probability of the last TDS block."""
 
     def __init__(
         self,
@@ -88,9 +117,11 @@ class TDSEncoder(nn.Module):
         kernel_size: int,
         key_value_size: int,
         dropout: float,
+        stochastic_depth: float = 0.0,
     ):
         super().__init__()
         self.width = n_mels
+        self.stochastic_depth = stochastic_depth
         self.subsampling = nn.ModuleList()
         self.subsampling_norms = nn.ModuleList()
         self.groups = nn.ModuleList()
@@ -104,13 +135,35 @@ class TDSEncoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.output = nn.Linear(inputs * n_mels, key_value_size)
 
+    @property
+    def stochastic_depth(self) -> float:
+        return self._stochastic_depth
+
+    @stochastic_depth.setter
+    def stochastic_depth(self, value: float) -> None:
+        self._stochastic_depth = checked_drop_probability(value)
+
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         for _ in self.groups:
             lengths = halve_lengths(lengths)
         return lengths
 
+    def block_scales(self) -> list[float | None]:
+        """Per TDS block, in order: None to drop it for this batch, else its residual scale.
+
+        Draws one number per block from torch's global CPU generator, only in training with
+        ``stochastic_depth > 0`` (a CPU draw: no wait for an accelerator)."""
+        count = sum(len(blocks) for blocks in self.groups)
+        last = self.stochastic_depth
+        if not self.training or last == 0.0 or count == 0:
+            return [1.0] * count
+        probabilities = [last * (index + 1) / count for index in range(count)]  # linear in depth, p at the last
+        draws = torch.rand(count).tolist()
+        return [None if draw < p else 1.0 / (1.0 - p) for draw, p in zip(draws, probabilities)]
+
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_feature_shape(features, self.width, "tds")
+        scales = iter(self.block_scales())
         batch, frames = features.shape[0], features.shape[-1]
         lengths = lengths.to(features.device)
         hidden = features.transpose(1, 2)  # [B, T, 1 * W]: one channel, width = the feature bins
@@ -123,7 +176,9 @@ class TDSEncoder(nn.Module):
             hidden = norm(convolved.permute(0, 3, 1, 2).reshape(batch, frames, -1))  # [B, T', C' * W]
             mask = valid_frames(lengths, frames).transpose(1, 2)  # [B, T', 1]
             for block in blocks:
-                hidden = block(hidden, mask)
+                scale = next(scales)
+                if scale is not None:  # None: dropped for this batch, its input passes through
+                    hidden = block(hidden, mask, scale)
         return self.output(hidden), lengths  # [B, S, key_value_size], [B]
 
 
@@ -195,6 +250,7 @@ class TDSSeq2Seq(nn.Module):
         key_value_size: PositiveInt = 256,
         ctc_head: bool = False,
         dropout: ProperFraction = 0.1,
+        stochastic_depth: Probability = 0.0,
     ):
         super().__init__()
         if kernel_size % 2 == 0:
@@ -205,10 +261,20 @@ class TDSSeq2Seq(nn.Module):
                 f"got {groups}, {channels}, {blocks_per_group}, {channel_growth}"
             )
         self.encoder = TDSEncoder(
-            n_mels, groups, channels, channel_growth, blocks_per_group, kernel_size, key_value_size, dropout
+            n_mels, groups, channels, channel_growth, blocks_per_group, kernel_size, key_value_size, dropout,
+            stochastic_depth,
         )
         self.decoder = KeyValueDecoder(num_classes, key_value_size, dropout)
         self.ctc_head = nn.Linear(key_value_size, num_classes) if ctc_head else None
+
+    @property
+    def stochastic_depth(self) -> float:
+        """The encoder's: the drop probability of the last TDS block (see the module docstring)."""
+        return self.encoder.stochastic_depth
+
+    @stochastic_depth.setter
+    def stochastic_depth(self, value: float) -> None:
+        self.encoder.stochastic_depth = value
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """[B] input frames -> [B] memory frames (what ``ctc_head`` outputs)."""

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import copy
+
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from cadence.models.cnn_classifier import CNNClassifier
+from cadence.optim.scheduled_values import dropout_setting
 
 
 def test_shapes_and_default_lengths():
@@ -50,3 +54,33 @@ def test_loss_falls_on_a_tiny_batch():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.3 * losses[0]
+
+
+def test_conv_dropout_is_off_by_default_and_a_dropout_schedule_reaches_it():
+    torch.manual_seed(0)
+    model = CNNClassifier(num_classes=3, channels=8, layers=2).train()
+    features, lengths = torch.randn(4, 40, 20), torch.tensor([20, 15, 9, 20])
+    without = copy.deepcopy(model)
+    without.conv_dropout = nn.Identity()  # the model as it was before conv_dropout
+    assert model.conv_dropout.p == 0.0
+    assert same_forward_and_draws(lambda: model(features, lengths), lambda: without(features, lengths))
+    dropout_setting(model, "schedules.dropout").assign(0.5)  # a global dropout schedule
+    assert model.conv_dropout.p == 0.5 and model.dropout.p == 0.5
+    model.dropout.p = without.dropout.p = 0.0
+    torch.manual_seed(1)
+    dropped = model(features, lengths)
+    torch.manual_seed(1)
+    assert not torch.allclose(dropped, without(features, lengths))  # the convolution blocks' outputs are dropped
+    model.eval()
+    without = copy.deepcopy(model)  # the same batch norm statistics
+    without.conv_dropout = nn.Identity()
+    assert torch.equal(model(features, lengths), without(features, lengths))  # nothing dropped in evaluation
+
+
+def same_forward_and_draws(run_model, run_reference, seed: int = 5) -> bool:
+    """Both in one random state: equal outputs and the same random numbers drawn."""
+    torch.manual_seed(seed)
+    output = run_model()
+    after_model = torch.get_rng_state()
+    torch.manual_seed(seed)
+    return torch.equal(output, run_reference()) and torch.equal(after_model, torch.get_rng_state())

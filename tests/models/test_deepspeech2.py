@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import copy
+
 import pydantic
 import pytest
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from cadence.models.deepspeech2 import DeepSpeech2
+from cadence.optim.scheduled_values import dropout_setting
 from cadence.registry import schema_from_signature
 
 TINY = dict(conv_channels=4, frequency_kernel=5, time_kernel=5, rnn_hidden=16, dropout=0.0)
@@ -121,3 +125,31 @@ def test_the_constructor_is_a_valid_config_schema():
         schema(rnn_type="rnn")
     with pytest.raises(pydantic.ValidationError):
         schema(hidden=3)
+
+
+def same_forward_and_draws(run_model, run_reference, seed: int = 5) -> bool:
+    """Both in one random state: equal outputs and the same random numbers drawn."""
+    torch.manual_seed(seed)
+    output = run_model()
+    after_model = torch.get_rng_state()
+    torch.manual_seed(seed)
+    return torch.equal(output, run_reference()) and torch.equal(after_model, torch.get_rng_state())
+
+
+def test_conv_dropout_is_off_by_default_and_a_dropout_schedule_reaches_it():
+    torch.manual_seed(0)
+    model = DeepSpeech2(num_classes=5, n_mels=20, **{**TINY, "dropout": 0.2}).train()
+    features, lengths = torch.randn(3, 20, 24), torch.tensor([24, 16, 9])
+    without = copy.deepcopy(model)
+    without.conv_dropout = nn.Identity()  # the model as it was before conv_dropout
+    assert model.conv_dropout.p == 0.0
+    assert same_forward_and_draws(lambda: model(features, lengths)[0], lambda: without(features, lengths)[0])
+    dropout_setting(model, "schedules.dropout").assign(0.3)  # a global dropout schedule
+    assert model.conv_dropout.p == model.dropout.p == 0.3
+    model.dropout.p = without.dropout.p = 0.0
+    torch.manual_seed(1)
+    dropped = model(features, lengths)[0]
+    torch.manual_seed(1)
+    assert not torch.allclose(dropped, without(features, lengths)[0])  # the convolution blocks' outputs are dropped
+    with pytest.raises(pydantic.ValidationError):
+        schema_from_signature(DeepSpeech2, exclude={"num_classes"})(conv_dropout=1.0)

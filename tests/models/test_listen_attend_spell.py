@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import copy
+
 import pydantic
 import pytest
 import torch
+from torch import nn
 from attention_model_checks import (
     check_an_utterance_alone_equals_it_inside_a_padded_batch,
     check_attention_stays_within_the_memory_length,
@@ -12,6 +15,7 @@ from attention_model_checks import (
 )
 
 from cadence.models.listen_attend_spell import ListenAttendSpell
+from cadence.optim.scheduled_values import dropout_setting
 from cadence.registry import schema_from_signature
 
 TINY = dict(
@@ -85,3 +89,35 @@ def test_the_constructor_is_a_valid_config_schema():
     assert schema(attention="content", content_score="additive").attention == "content"
     with pytest.raises(pydantic.ValidationError):
         schema(attention="monotonic")
+
+
+def same_forward_and_draws(run_model, run_reference, seed: int = 5) -> bool:
+    """Both in one random state: equal outputs and the same random numbers drawn."""
+    torch.manual_seed(seed)
+    output = run_model()
+    after_model = torch.get_rng_state()
+    torch.manual_seed(seed)
+    return torch.equal(output, run_reference()) and torch.equal(after_model, torch.get_rng_state())
+
+
+def test_embedding_dropout_is_off_by_default_and_a_dropout_schedule_reaches_it():
+    torch.manual_seed(0)
+    model = tiny_model(pyramid_layers=1, speller_layers=2, dropout=0.2).train()
+    features, lengths, previous = torch.randn(2, 10, 12), torch.tensor([12, 7]), torch.tensor([[0, 2, 3], [0, 5, 1]])
+    without = copy.deepcopy(model)
+    without.decoder.embedding_dropout = nn.Identity()  # the model as it was before embedding_dropout
+    assert model.decoder.embedding_dropout.p == 0.0
+    assert same_forward_and_draws(lambda: model(features, lengths, previous)[0], lambda: without(features, lengths, previous)[0])
+    dropout_setting(model, "schedules.dropout").assign(0.4)  # a global dropout schedule
+    assert model.decoder.embedding_dropout.p == model.decoder.dropout.p == 0.4
+    for module in (model, without):
+        for dropout in module.modules():
+            if isinstance(dropout, nn.Dropout) and dropout is not model.decoder.embedding_dropout:
+                dropout.p = 0.0
+    torch.manual_seed(1)
+    dropped = model(features, lengths, previous)[0]
+    torch.manual_seed(1)
+    assert not torch.allclose(dropped, without(features, lengths, previous)[0])  # the speller's input embeddings are dropped
+    model.eval(), without.eval()
+    assert torch.equal(model(features, lengths, previous)[0], without(features, lengths, previous)[0])
+    assert schema_from_signature(ListenAttendSpell, exclude={"num_classes"})(embedding_dropout=0.1).embedding_dropout == 0.1
