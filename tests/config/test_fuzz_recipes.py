@@ -45,6 +45,9 @@ TEST_SIZES = {  # what the integration tests train with: the same recipes, small
     "asr_ds2.yaml": [*ASR, "model.rnn_hidden=24", "model.rnn_layers=1", "model.conv_channels=4"],
     "asr_las.yaml": [*ASR, "model.listener_hidden=16", "model.speller_hidden=32", "model.attention_size=16", "model.embedding_size=16"],
     "asr_tds.yaml": [*ASR, "model.channels=2", "model.channel_growth=1", "model.blocks_per_group=1", "model.key_value_size=32"],
+    "asr_ds2_stages.yaml": [*ASR, "model.rnn_hidden=24", "model.conv_channels=4"],
+    "asr_las_ctc_first.yaml": [*ASR, "model.listener_hidden=16", "model.speller_hidden=32", "model.attention_size=16",
+                               "model.embedding_size=16"],
 }
 OTHER_TYPES = ["text", 3.5, 7, True, False, None, [1, 2], {"key": 1}, "", "1e3"]
 # Outside what a parameter may hold: below its range, above a fraction's, beyond int64, not finite.
