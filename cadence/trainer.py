@@ -410,6 +410,7 @@ class Trainer:
         last_batch = False  # whether the batch just trained was the epoch's last (False when unknown)
         for batch in self.until_stopped(progress(loader, self.progress_bar, description, total=batches_left(loader))):
             batch = move_to_device(batch, self.device)
+            self.scheduled.apply(self.state.global_step, self.state.epoch, epoch_start=False)  # values scheduled by step
             self.call_hook("on_batch_start", batch)
             last_batch = batches_left(loader) == 0
             if not self.train_batch(batch, closes_window=last_batch or self.window.batches + 1 >= self.accumulate_batches):
@@ -436,7 +437,6 @@ class Trainer:
         on the others). False when the batch was skipped at once: a NaN or infinite loss with
         ``on_nonfinite="skip"`` in one process (with several, every process back-propagates, so
         that the all-reduce stays in step, and the window's update is skipped by all together)."""
-        self.scheduled.apply(self.state.global_step, self.state.epoch, epoch_start=False)  # values scheduled by step
         synced = contextlib.nullcontext() if self.wrapped is None else self.wrapped.gradient_sync(closes_window)
         with synced:
             with self.autocast():

@@ -54,6 +54,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from cadence.bounds import NonNegativeInt, OddInt, PositiveInt, Probability, ProperFraction
 from cadence.models.masking import MaskedBatchNorm1d, MaskedBatchNorm2d, check_feature_shape, valid_frames
+from cadence.models.stochastic_depth import checked_drop_probability, passed_over
 from cadence.registry import MODELS
 
 __all__ = ["DeepSpeech2", "split_stride", "strided_lengths"]
@@ -62,13 +63,6 @@ __all__ = ["DeepSpeech2", "split_stride", "strided_lengths"]
 def strided_lengths(lengths: torch.Tensor, stride: int) -> torch.Tensor:
     """Frames after a convolution with an odd kernel, "same" padding and this stride: ceil(L / stride)."""
     return torch.div(lengths - 1, stride, rounding_mode="floor") + 1
-
-
-def checked_drop_probability(value: float, key: str = "model.stochastic_depth") -> float:
-    """``value`` as a float in [0, 1], or a ValueError naming ``key`` (a schedule reports it with its step)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{key} is a drop probability in [0, 1], got {value!r}")
-    return float(value)
 
 
 def split_stride(total: int, layers: int) -> list[int]:
@@ -236,8 +230,9 @@ class DeepSpeech2(nn.Module):
         cpu_lengths = lengths.cpu()
         dropped = self.dropped_layers()
         for layer, recurrent in enumerate(self.recurrent_layers):
-            if layer in dropped:
-                continue  # skipped for this batch: its input ([B, H, T'], its output's size) passes on
+            if layer in dropped:  # skipped for this batch: its input ([B, H, T'], its output's size) passes on
+                hidden = passed_over(hidden, recurrent, *([self.recurrent_norms[layer - 1]] if layer > 0 else []))
+                continue
             if layer > 0:
                 hidden = self.dropout(self.recurrent_norms[layer - 1](hidden, mask))
             packed = pack_padded_sequence(hidden.transpose(1, 2), cpu_lengths, batch_first=True, enforce_sorted=False)

@@ -54,6 +54,7 @@ from torch.nn import functional as F
 from cadence.bounds import NonNegativeInt, OddInt, PositiveInt, Probability, ProperFraction
 from cadence.models.attention import masked_softmax
 from cadence.models.masking import check_feature_shape, valid_frames, valid_positions
+from cadence.models.stochastic_depth import checked_drop_probability, passed_over
 from cadence.registry import MODELS
 
 __all__ = ["KeyValueDecoder", "TDSBlock", "TDSEncoder", "TDSSeq2Seq"]
@@ -62,13 +63,6 @@ __all__ = ["KeyValueDecoder", "TDSBlock", "TDSEncoder", "TDSSeq2Seq"]
 def halve_lengths(lengths: torch.Tensor) -> torch.Tensor:
     """Frames after a stride-2 convolution with an odd kernel and "same" padding: ceil(L / 2)."""
     return torch.div(lengths + 1, 2, rounding_mode="floor")
-
-
-def checked_drop_probability(value: float, key: str = "model.stochastic_depth") -> float:
-    """``value`` as a float in [0, 1], or a ValueError naming ``key`` (a schedule reports it with its step)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{key} is a drop probability in [0, 1], got {value!r}")
-    return float(value)
 
 
 def scaled(branch: torch.Tensor, scale: float) -> torch.Tensor:
@@ -177,7 +171,9 @@ class TDSEncoder(nn.Module):
             mask = valid_frames(lengths, frames).transpose(1, 2)  # [B, T', 1]
             for block in blocks:
                 scale = next(scales)
-                if scale is not None:  # None: dropped for this batch, its input passes through
+                if scale is None:  # dropped for this batch: its input passes through
+                    hidden = passed_over(hidden, block)
+                else:
                     hidden = block(hidden, mask, scale)
         return self.output(hidden), lengths  # [B, S, key_value_size], [B]
 

@@ -7,13 +7,16 @@ model must compute exactly that, drawing no extra random number.
 
 from __future__ import annotations
 
+import socket
 from types import SimpleNamespace
 
 import pydantic
 import pytest
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from cadence import ClassificationTask, Trainer
@@ -279,3 +282,24 @@ def test_a_stopped_run_with_stochastic_depth_resumes_to_the_weights_of_an_uninte
     assert resumed.state.global_step == whole.state.global_step == 8
     for name, value in whole.task.state_dict().items():
         assert torch.equal(value, resumed.task.state_dict()[name]), name
+
+
+def test_under_ddp_a_dropped_layer_gets_a_zero_gradient_so_every_process_agrees():
+    """DDP expects a gradient for every parameter at every update; a dropped layer's is exactly 0."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        model = DeepSpeech2(num_classes=5, conv_channels=4, rnn_layers=2, rnn_hidden=16, stochastic_depth=1.0)  # the last layer always drops
+        wrapped = DistributedDataParallel(model)
+        for _ in range(2):
+            model.zero_grad()
+            logits, _ = wrapped(torch.randn(2, 40, 30), torch.tensor([30, 20]))
+            logits.sum().backward()
+            dropped = [model.recurrent_layers[1].weight_hh_l0.grad, model.recurrent_norms[0].weight.grad]
+            assert all(gradient is not None and not gradient.any() for gradient in dropped)
+            assert model.recurrent_layers[0].weight_hh_l0.grad.any()
+    finally:
+        dist.destroy_process_group()
