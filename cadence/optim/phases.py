@@ -148,31 +148,29 @@ class Polynomial(PhaseModel):
         return self.final + (entry - self.final) * (1.0 - progress) ** self.power
 
 
-class InverseSqrt(PhaseModel):
-    kind: Literal["inverse_sqrt"]
-    scale_steps: PositiveInt
+class StepShape(PhaseModel):
+    """A shape that counts updates (its formula is in steps), so a length in epochs is refused."""
+
     counts: ClassVar[str] = "steps"
 
     @pydantic.model_validator(mode="after")
     def _in_steps(self):
         if self.epochs is not None:
-            raise ValueError("inverse_sqrt counts updates: give its length in steps")
+            raise ValueError(f"{self.kind} counts updates: give its length in steps")
         return self
+
+
+class InverseSqrt(StepShape):
+    kind: Literal["inverse_sqrt"]
+    scale_steps: PositiveInt
 
     def at(self, entry: float, position: int) -> float:
         return entry * math.sqrt(self.scale_steps / (self.scale_steps + position))
 
 
-class Noam(PhaseModel):
+class Noam(StepShape):
     kind: Literal["noam"]
     warmup_steps: PositiveInt
-    counts: ClassVar[str] = "steps"
-
-    @pydantic.model_validator(mode="after")
-    def _in_steps(self):
-        if self.epochs is not None:
-            raise ValueError("noam counts updates: give its length in steps")
-        return self
 
     def at(self, entry: float, position: int) -> float:
         step = position + 1

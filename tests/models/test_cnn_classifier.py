@@ -8,6 +8,7 @@ from torch.nn import functional as F
 
 from cadence.models.cnn_classifier import CNNClassifier
 from cadence.optim.scheduled_values import dropout_setting
+from random_draws import same_forward_and_draws
 
 
 def test_shapes_and_default_lengths():
@@ -75,12 +76,3 @@ def test_conv_dropout_is_off_by_default_and_a_dropout_schedule_reaches_it():
     without = copy.deepcopy(model)  # the same batch norm statistics
     without.conv_dropout = nn.Identity()
     assert torch.equal(model(features, lengths), without(features, lengths))  # nothing dropped in evaluation
-
-
-def same_forward_and_draws(run_model, run_reference, seed: int = 5) -> bool:
-    """Both in one random state: equal outputs and the same random numbers drawn."""
-    torch.manual_seed(seed)
-    output = run_model()
-    after_model = torch.get_rng_state()
-    torch.manual_seed(seed)
-    return torch.equal(output, run_reference()) and torch.equal(after_model, torch.get_rng_state())

@@ -11,6 +11,7 @@ from torch.nn import functional as F
 from cadence.models.deepspeech2 import DeepSpeech2
 from cadence.optim.scheduled_values import dropout_setting
 from cadence.registry import schema_from_signature
+from random_draws import same_forward_and_draws
 
 TINY = dict(conv_channels=4, frequency_kernel=5, time_kernel=5, rnn_hidden=16, dropout=0.0)
 
@@ -125,15 +126,6 @@ def test_the_constructor_is_a_valid_config_schema():
         schema(rnn_type="rnn")
     with pytest.raises(pydantic.ValidationError):
         schema(hidden=3)
-
-
-def same_forward_and_draws(run_model, run_reference, seed: int = 5) -> bool:
-    """Both in one random state: equal outputs and the same random numbers drawn."""
-    torch.manual_seed(seed)
-    output = run_model()
-    after_model = torch.get_rng_state()
-    torch.manual_seed(seed)
-    return torch.equal(output, run_reference()) and torch.equal(after_model, torch.get_rng_state())
 
 
 def test_conv_dropout_is_off_by_default_and_a_dropout_schedule_reaches_it():

@@ -17,6 +17,7 @@ from attention_model_checks import (
 from cadence.models.listen_attend_spell import ListenAttendSpell
 from cadence.optim.scheduled_values import dropout_setting
 from cadence.registry import schema_from_signature
+from random_draws import same_forward_and_draws
 
 TINY = dict(
     ctc_head=True, listener_hidden=8, speller_hidden=12, embedding_size=6, attention_size=8, location_channels=3, location_kernel=5
@@ -89,15 +90,6 @@ def test_the_constructor_is_a_valid_config_schema():
     assert schema(attention="content", content_score="additive").attention == "content"
     with pytest.raises(pydantic.ValidationError):
         schema(attention="monotonic")
-
-
-def same_forward_and_draws(run_model, run_reference, seed: int = 5) -> bool:
-    """Both in one random state: equal outputs and the same random numbers drawn."""
-    torch.manual_seed(seed)
-    output = run_model()
-    after_model = torch.get_rng_state()
-    torch.manual_seed(seed)
-    return torch.equal(output, run_reference()) and torch.equal(after_model, torch.get_rng_state())
 
 
 def test_embedding_dropout_is_off_by_default_and_a_dropout_schedule_reaches_it():
