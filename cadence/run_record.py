@@ -219,6 +219,8 @@ class _Recipe:
             "metrics": [self.component(f"metrics.{index}", item, METRICS) for index, item in enumerate(trainer.metrics)],
             "callbacks": [self.component(f"callbacks.{index}", item, CALLBACKS) for index, item in enumerate(trainer.callbacks)],
             "schedules": {key: value.model_dump(mode="json", exclude_none=True) for key, value in trainer.scheduled.schedules.items()},
+            # Weights set up and stages are recipe sections; a Python-built run did its own before fit.
+            "initialization": [], "preload": [], "freeze": [], "stages": [],
             "trainer": self.trainer_section(trainer),
             "checkpoint": self.settings("checkpoint", trainer.checkpoint_policy),
             "experiment": {"root": str(experiment.directory.parent), "tensorboard": experiment.tensorboard_enabled},

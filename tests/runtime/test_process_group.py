@@ -16,8 +16,9 @@ def free_port() -> int:
 
 
 def test_a_group_joined_from_the_environment_is_left_and_leaving_twice_is_harmless(monkeypatch):
+    # A short timeout: should another process take the port meanwhile, this fails instead of waiting.
     for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                        "MASTER_PORT": str(free_port())}.items():
+                        "MASTER_PORT": str(free_port()), "CADENCE_DIST_TIMEOUT_S": "30"}.items():
         monkeypatch.setenv(name, value)
     try:
         assert init_from_environment() == (0, 1)
