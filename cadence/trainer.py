@@ -146,7 +146,7 @@ class Trainer:
             raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
         self.task = check_task(task)
         self.optimizer = optimizer
-        self.scheduler_interval = scheduler_interval
+        self._scheduler_interval = scheduler_interval
         self.scheduler = scheduler  # as given: its state is the checkpoint's "scheduler"
         self.scheduler_monitor = scheduler_monitor or monitor
         self.max_epochs = max_epochs
@@ -218,7 +218,17 @@ class Trainer:
     @scheduler.setter
     def scheduler(self, scheduler: Any) -> None:
         self._scheduler = scheduler
-        self.schedule = as_driver(scheduler, self.scheduler_interval)
+        self.schedule = as_driver(scheduler, self._scheduler_interval)
+
+    @property
+    def scheduler_interval(self) -> Literal["epoch", "step"]:
+        """When a PyTorch scheduler steps: after each epoch, or after each update."""
+        return self._scheduler_interval
+
+    @scheduler_interval.setter
+    def scheduler_interval(self, interval: Literal["epoch", "step"]) -> None:
+        self._scheduler_interval = interval
+        self.schedule = as_driver(self._scheduler, interval)
 
     @property
     def checkpoint_policy(self) -> CheckpointPolicy:
