@@ -338,8 +338,6 @@ class Trainer:
         if self.world_size > 1:
             self.wrapped = None
             self.join_processes()
-        trainable = sum(parameter.numel() for parameter in self.task.parameters() if parameter.requires_grad)
-        self.logger.info("training %s parameters", f"{trainable:,}")
 
     def maybe_compile(self) -> None:
         """``compile``: compile the task's model in place (``nn.Module.compile``), once; its
@@ -736,21 +734,19 @@ class Trainer:
         and with several processes sends them to the others."""
         if not self.restore_best or self.state.best_epoch is None:
             return
+        best = self.best_checkpoint_path() if self.rank == 0 and (self.stages is not None or not self.sharded) else None
+        saved = load_checkpoint(best)[0] if best is not None else None  # read once: its stage and its weights
         if self.stages is not None:  # the best epoch may be an earlier stage's: its task first (on every process)
-            self.stages.restore(self, broadcast_object(self.best_stage() if self.rank == 0 else None))
+            stage = (saved.get("stages") if saved is not None else self._best_stage) if self.rank == 0 else None
+            self.stages.restore(self, broadcast_object(stage))
         if self.sharded:  # every process loads its shard of the best checkpoint (a collective)
             best = broadcast_object(str(self.best_checkpoint_path() or ""))
             if best:
                 self.stateful_components()["task"].load_state_dict(load_checkpoint(Path(best))[0]["task"])
             return
         if self.rank == 0:
-            self.load_best_weights()
+            self.load_best_weights(saved)
         broadcast_tensors(list(self.task.state_dict().values()))
-
-    def best_stage(self) -> dict[str, Any] | None:
-        """The stage (:meth:`StagePlan.state_dict`) the best weights belong to."""
-        best = self.best_checkpoint_path()
-        return load_checkpoint(best)[0].get("stages") if best is not None else self._best_stage
 
     def best_checkpoint_path(self) -> Path | None:
         """The folder of the best checkpoint, when this run has one (None, with a warning, when it is gone)."""
@@ -764,17 +760,15 @@ class Trainer:
             return None
         return folder / self.state.best_checkpoint
 
-    def load_best_weights(self) -> None:
-        best = self.best_checkpoint_path()
-        if best is not None:
-            state, _ = load_checkpoint(best)
-            load_module_state(self.task, state.get("task"), "task")
-        elif self.state.best_checkpoint is not None and self._best_weights is None:
-            return  # gone (said above)
+    def load_best_weights(self, saved: dict[str, Any] | None) -> None:
+        """The best weights into the task: the best checkpoint's state (``saved``, read by the
+        caller), else the copy kept in memory (a run without a folder)."""
+        if saved is not None:
+            load_module_state(self.task, saved.get("task"), "task")
         elif self._best_weights is not None:
             self.task.load_state_dict(self._best_weights)
         else:
-            return
+            return  # no best weights here (a best checkpoint that is gone was said when it was looked for)
         self.logger.info("restored the best model: epoch %d, %s = %.6g", self.state.best_epoch, self.monitor, self.state.best_value)
 
     def end_schedule_epoch(self, metrics: dict[str, float] | None) -> None:

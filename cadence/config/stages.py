@@ -164,16 +164,17 @@ class StagePlan:
                 self.function_overrides[index] = json.loads(json.dumps(dict(overrides or {}), allow_nan=False))
             except (TypeError, ValueError) as error:
                 raise ConfigError(f"stages.{index}.function ({stage.function}) must return a dict of JSON values: {error}") from None
-        previous, recipe = self.recipe.stages[self.index], self.resolved(index)
+        recipe = self.resolved(index)
         task, optimizer, scheduler = self.build_objects(recipe, self.facts)
         if carry:
             report = grow_into(trainer.task.state_dict(), task, fill=stage.grown_parts)
-            unchanged = all(action == "copied" for action in report.actions.values()) and not report.dropped
-            if unchanged and recipe.to_dict()["optimizer"] == previous.to_dict()["optimizer"]:
-                optimizer.load_state_dict(trainer.optimizer.state_dict())
-            if scheduler is not None and trainer.scheduler is not None and \
-                    recipe.to_dict()["scheduler"] == previous.to_dict()["scheduler"] and \
-                    (isinstance(scheduler, LearningRateSchedule) or recipe.to_dict()["optimizer"] == previous.to_dict()["optimizer"]):
+            now, before = recipe.to_dict(), self.resolved(self.index).to_dict()
+            same_optimizer = now["optimizer"] == before["optimizer"]
+            if same_optimizer and not report.dropped and all(action == "copied" for action in report.actions.values()):
+                optimizer.load_state_dict(trainer.optimizer.state_dict())  # no tensor changed shape: the moments fit
+            # A phases schedule scales whatever optimizer.lr is; a PyTorch one holds the old base rates.
+            same_schedule = now["scheduler"] == before["scheduler"] and (isinstance(scheduler, LearningRateSchedule) or same_optimizer)
+            if scheduler is not None and trainer.scheduler is not None and same_schedule:
                 scheduler.load_state_dict(trainer.scheduler.state_dict())
             self.logger.info("stage %d of %d starts at epoch %d: %s", index + 1, len(self.starts), trainer.state.epoch + 1,
                              report.summary().replace("\n", "; "))
