@@ -186,12 +186,15 @@ class FullOptimizerState:
     """A sharded task's optimizer state, whole, keyed by parameter names (collectives, as above)."""
 
     def __init__(self, task: nn.Module, optimizer: torch.optim.Optimizer):
-        self.task, self.optimizer = task, optimizer
+        self.task = task
+        # A per_module OptimizerSet: torch's functions take its members as a list, keyed together by name.
+        members = getattr(optimizer, "optimizers", None)
+        self.optimizers = list(members.values()) if isinstance(members, dict) else optimizer
 
     def state_dict(self) -> dict[str, Any]:
         functions, gather, _ = state_dict_functions()
-        return functions.get_optimizer_state_dict(self.task, self.optimizer, options=gather)
+        return functions.get_optimizer_state_dict(self.task, self.optimizers, options=gather)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         functions, _, whole = state_dict_functions()
-        functions.set_optimizer_state_dict(self.task, self.optimizer, state, options=whole)
+        functions.set_optimizer_state_dict(self.task, self.optimizers, state, options=whole)

@@ -49,6 +49,7 @@ from cadence.evaluation import evaluate, save_hypotheses
 from cadence.experiment import Experiment
 from cadence.metrics import Metric
 from cadence.optim.control import LearningRateSchedule, as_driver
+from cadence.optim.per_module import ScheduleSet
 from cadence.optim.scheduled_values import ScheduledSettings, ScheduledValue
 from cadence.registry import suggest
 from cadence.reporting import EpochSums, format_metrics, learning_rate_logs, results_summary
@@ -193,6 +194,7 @@ class Trainer:
         self.stop_requests = StopRequests()  # signals and Experiment.stop(); should_stop() reads them
         self.epoch_sums = EpochSums()
         self.train_loader: ResumableLoader | None = None  # owns the position in the epoch
+        self.val_data: Iterable | None = None  # fit's validation data (a stage function may read it)
         self._best_weights: dict[str, torch.Tensor] | None = None  # kept in memory when there is no folder
         self._best_stage: dict[str, Any] | None = None  # and the stage they belong to
         self.test_reports: dict[str, Any] = {}
@@ -258,6 +260,7 @@ class Trainer:
         state = self.state
         started = time.perf_counter()
         self.train_loader = resumable_loader(train_data, self.train_loader)  # a second fit goes on from the first
+        self.val_data = val_data
         self.scheduled.bind(self)  # every scheduled setting found, or a ConfigError naming its key
         self.task.to(self.device)
         self.epoch_sums.to(self.device)
@@ -319,6 +322,9 @@ class Trainer:
         finally:
             if self.experiment is not None:
                 self.experiment.stop_requests = None
+            close = getattr(self.train_loader, "close", None)
+            if callable(close):
+                close()  # worker processes end with fit, not whenever garbage collection finds them
         self.maybe_raise_interrupted(final)
         self.maybe_restore_best()
         test_metrics = self.test(test_data) if test_data is not None else {}
@@ -782,8 +788,12 @@ class Trainer:
 
     def maybe_write_learning_rates(self) -> None:
         """``learning_rates.json``: a LearningRateSchedule's history (RETURNN's learning-rate file)."""
-        if isinstance(self.scheduler, LearningRateSchedule) and self.experiment is not None:
+        if self.experiment is None:
+            return
+        if isinstance(self.scheduler, LearningRateSchedule):
             self.experiment.write_json("learning_rates.json", {"monitor": self.scheduler_monitor, "epochs": self.scheduler.history})
+        elif isinstance(self.scheduler, ScheduleSet) and self.scheduler.histories():
+            self.experiment.write_json("learning_rates.json", {"monitor": self.scheduler_monitor, "modules": self.scheduler.histories()})
 
     # ------------------------------------------------------------------ checkpoints
     def stateful_components(self) -> dict[str, Any]:

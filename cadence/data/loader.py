@@ -231,6 +231,20 @@ class AudioDataLoader:
                 if world_size() > 1:
                     self.quarantine.gather()  # every process ends the epoch here (equal shares)
 
+    def close(self) -> None:
+        """Stop the worker processes now; the next iteration starts new ones where the cursor is.
+
+        The Trainer calls it when ``fit`` ends. Persistent workers would otherwise live until
+        garbage collection reached the iterator an interrupted epoch left behind, and there,
+        at whatever moment that came (in the middle of a later run's checkpoint save), the
+        DataLoader's shutdown could wait seconds per worker for processes that had loaded
+        ahead. ``_iterator`` is the DataLoader's persistent iterator: no public API stops it.
+        """
+        iterator = getattr(self.loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self.loader._iterator = None
+
     def statistics_pass(self) -> DataLoader:
         """Every training utterance once, whole, in length order (for global feature statistics).
 

@@ -242,11 +242,12 @@ class NoSchedule:
 
 
 def as_driver(scheduler: Any, interval: Literal["epoch", "step"]) -> ScheduleDriver:
-    """The Trainer's view of ``scheduler`` (a LearningRateSchedule, a PyTorch scheduler, or None)."""
+    """The Trainer's view of ``scheduler``: a LearningRateSchedule or any other object that follows
+    the :class:`ScheduleDriver` protocol itself (per-module schedules), a PyTorch scheduler, or None."""
     if scheduler is None:
         return NoSchedule()
-    if isinstance(scheduler, LearningRateSchedule):
+    if all(callable(getattr(scheduler, method, None)) for method in ("start_epoch", "before_update", "after_update", "end_epoch")):
         if interval != "epoch":
-            raise ValueError("a LearningRateSchedule sets the rate before every update itself: leave scheduler_interval out")
+            raise ValueError(f"a {type(scheduler).__name__} sets the rate before every update itself: leave scheduler_interval out")
         return scheduler
     return TorchSchedule(scheduler, interval)

@@ -111,3 +111,15 @@ def test_metrics_continue_without_duplicated_steps(manifests, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     train_steps = [record["step"] for record in records if record["split"] == "train" and "train/loss" in record]
     assert train_steps == sorted(set(train_steps)) and train_steps[-1] == TOTAL_STEPS - TOTAL_STEPS % 2
+
+
+def test_fit_stops_its_loader_workers_when_it_ends(manifests, tmp_path):
+    """An epoch left unfinished leaves no worker processes behind: garbage collection would
+    otherwise stop them at a random later moment, for seconds per worker."""
+    import multiprocessing
+
+    before = set(multiprocessing.active_children())
+    trainer = run(tmp_path, manifests, workers=2, max_steps=1)
+    assert trainer.train_loader.cursor == 1  # stopped inside the epoch, its iterator unfinished
+    assert set(multiprocessing.active_children()) - before == set()
+    run(tmp_path, manifests, workers=2, max_steps=3, resume=True)  # new workers, from the saved position

@@ -49,7 +49,12 @@ def test_phases_and_schedules_set_what_they_say_and_the_history_is_written(tmp_p
 def test_resume_inside_newbob_with_curriculum_dropout_and_clipping_schedules_is_bit_identical(fsdd_root, capsys):
     # Epoch 1 takes updates 0-4 (the curriculum leaves 47 long utterances out), epoch 2 takes 5-9: the run
     # stops inside the curriculum and the warmup, and goes on through Newbob's decisions.
-    assert main(["verify-resume", RECIPE, *SMALL, PHASES, SCHEDULES, "--steps", "26", "--interrupt-at", "7"]) == 0
+    assert_resume_is_bit_identical([*SMALL, PHASES, SCHEDULES, "--steps", "26", "--interrupt-at", "7"], capsys)
+
+
+def assert_resume_is_bit_identical(arguments: list[str], capsys) -> None:
+    """`cadence verify-resume` of the digits recipe with ``arguments``: its report says identical."""
+    assert main(["verify-resume", RECIPE, *arguments]) == 0
     out = capsys.readouterr().out
     report = json.loads(out[out.rindex('{\n  "recipe"'):])
     assert report["identical"] and report["tensors_compared"] > 0 and report["differences"] == []
@@ -66,6 +71,41 @@ def test_resume_inside_newbob_with_curriculum_dropout_and_clipping_schedules_is_
 def test_schedule_mistakes_are_refused_naming_the_key(override, message, tmp_path, fsdd_root, capsys):
     extra = ["scheduler.monitor=val/wer"] if "newbob" in override else []
     assert main(["train", RECIPE, *SMALL, override, *extra, "--exp-dir", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err
+    assert message in error, error
+    assert not (tmp_path / "run").exists()
+
+
+# The convolutions by Adam with warmup then Newbob, the head by SGD halved every epoch (PASE+'s shape).
+PER_MODULE = ["optimizer={name: per_module, modules: {body: {params: [convolutions.*, norms.*], name: adam, lr: 3.0e-3}, "
+              "head: {params: head.*, name: sgd, lr: 0.05}}}",
+              "scheduler={name: per_module, modules: {body: {name: phases, phases: [{kind: warmup, steps: 8}, "
+              "{kind: newbob, threshold: -0.5}]}, head: {name: exponential, gamma: 0.5}}}"]
+
+
+def test_one_optimizer_per_module_each_with_its_schedule(tmp_path, fsdd_root):
+    directory = tmp_path / "run"
+    assert main(["train", RECIPE, *SMALL, "trainer.max_epochs=3", "trainer.log_every=1", *PER_MODULE, "--exp-dir", str(directory)]) == 0
+    history = json.loads((directory / "learning_rates.json").read_text())
+    assert list(history["modules"]) == ["body"] and [record["kind"] for record in history["modules"]["body"]] == ["warmup", "warmup", "newbob"]
+    lines = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
+    train = {line["step"]: line for line in lines if line["split"] == "train"}
+    rates = [value for key, value in sorted(train[2].items()) if key.startswith("train/lr/group")]
+    assert rates == pytest.approx([3e-3 * 2 / 8, 0.05])  # body (warming up by update), head
+    last = [value for key, value in sorted(train[max(train)].items()) if key.startswith("train/lr/group")]
+    assert last[1] == pytest.approx(0.05 / 4)  # halved at each of two epochs' ends
+
+
+def test_resume_with_one_optimizer_per_module_is_bit_identical(fsdd_root, capsys):
+    assert_resume_is_bit_identical([*SMALL, *PER_MODULE, "--steps", "14", "--interrupt-at", "9"], capsys)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optimizer={name: per_module, modules: {body: {params: 'convolutions.*', name: adam}}}", "no module takes 6 trainable parameter(s)"),
+    ("optimizer={name: per_module, modules: {all: {params: '*', name: adam, lrr: 0.1}}}", "optimizer.modules.all: value error, lrr: extra inputs are not permitted"),
+])
+def test_per_module_mistakes_are_refused_before_the_run_starts(override, message, tmp_path, fsdd_root, capsys):
+    assert main(["train", RECIPE, *SMALL, override, "--exp-dir", str(tmp_path / "run")]) == 2
     error = capsys.readouterr().err
     assert message in error, error
     assert not (tmp_path / "run").exists()
