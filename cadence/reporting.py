@@ -72,8 +72,9 @@ class EpochSums:
         return bool(torch.isfinite(reduce_sum(self.sums["loss"])))
 
     def reset(self) -> None:
-        for value in self.sums.values():
-            value.zero_()
+        """Zero the sums for the next epoch; the named parts start again with its first batch (a
+        stage may train other losses: the last one's would otherwise be reported as 0)."""
+        self.sums = {name: value.zero_() for name, value in self.sums.items() if not name.startswith("loss_")}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {name: value.detach().cpu() for name, value in self.sums.items()}

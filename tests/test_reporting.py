@@ -82,3 +82,11 @@ def test_results_json_and_the_printed_summary_are_strict_json_with_null_for_non_
     assert main(["train", "recipe.yaml"]) == 0
     printed = strict_json_loads(capsys.readouterr().out)
     assert printed["test"]["test/loss"] is None and printed["experiment"] == str(tmp_path / "run")
+
+
+def test_a_loss_part_not_trained_after_a_reset_is_not_reported():
+    sums = EpochSums()
+    sums.add(torch.tensor(2.0), {"ctc": torch.tensor(2.0)})
+    sums.reset()  # the next epoch trains another loss (a stage switched the task)
+    sums.add(torch.tensor(1.0), {"framewise": torch.tensor(1.0)})
+    assert sums.means("train") == {"train/loss": 1.0, "train/loss_framewise": 1.0}

@@ -51,6 +51,17 @@ def differences(first: Any, second: Any, path: str = "") -> tuple[int, list[str]
     return sum(count for count, _ in results), [key for _, keys in results for key in keys]
 
 
+def within_run(state: Any, folder: str | Path) -> Any:
+    """``state`` with every string that is a path inside ``folder`` written relative to it (``<run>/...``)."""
+    if isinstance(state, dict):
+        return {key: within_run(value, folder) for key, value in state.items()}
+    if isinstance(state, list):
+        return [within_run(value, folder) for value in state]
+    if isinstance(state, str) and (state == str(folder) or state.startswith(f"{folder}/")):
+        return "<run>" + state[len(str(folder)):]
+    return state
+
+
 def verify_resume(recipe: str | Path, overrides: list[str] = (), steps: int = 20, interrupt_at: int | None = None) -> dict[str, Any]:
     """Run the comparison in a temporary folder; returns a JSON-able report."""
     interrupt_at = interrupt_at or max(1, steps // 2 + 1)  # an odd place: rarely an epoch boundary
@@ -64,7 +75,10 @@ def verify_resume(recipe: str | Path, overrides: list[str] = (), steps: int = 20
         name = checkpoint_name(steps)
         first, _ = load_checkpoint(Path(straight["experiment"]) / "checkpoints" / name)
         second, _ = load_checkpoint(Path(resumed["experiment"]) / "checkpoints" / name)
-    compared, differing = differences({key: first.get(key) for key in COMPARED}, {key: second.get(key) for key in COMPARED})
+    # Each run has its own folder: a path inside it (a stage function's output) compares relative to it.
+    first = within_run({key: first.get(key) for key in COMPARED}, straight["experiment"])
+    second = within_run({key: second.get(key) for key in COMPARED}, resumed["experiment"])
+    compared, differing = differences(first, second)
     return {
         "recipe": str(recipe), "steps": steps, "interrupted_after": interrupt_at,
         "tensors_compared": compared, "identical": not differing, "differences": differing,

@@ -7,10 +7,11 @@ name into the registries before a recipe is resolved.
 | ``DATASETS`` | ``fsdd`` (:mod:`cadence.corpora.builders`), ``manifests`` (:mod:`cadence.data.builders`) |
 | ``FEATURES`` | ``spectrogram``, ``log_mel``, ``mfcc``, ``normalize``, ``spec_augment`` |
 | ``MODELS`` | ``cnn_classifier``, ``deepspeech2``, ``listen_attend_spell``, ``tds`` |
-| ``TASKS`` | ``classification``, ``ctc``, ``seq2seq`` |
-| ``OPTIMIZERS``, ``SCHEDULERS`` | ``sgd``, ``adam``, ``adamw``; ``step``, ``exponential``, ``reduce_on_plateau`` |
-| ``METRICS`` | ``accuracy``, ``precision``, ``recall``, ``f1``, ``confusion_matrix``, ``wer``, ``cer`` |
+| ``TASKS`` | ``classification``, ``ctc``, ``seq2seq``, ``framewise`` |
+| ``OPTIMIZERS``, ``SCHEDULERS`` | ``sgd``, ``adam``, ``adamw``, ``per_module``; ``step``, ``exponential``, ``reduce_on_plateau``, ``phases``, ``per_module`` |
+| ``METRICS`` | ``accuracy``, ``precision``, ``recall``, ``f1``, ``confusion_matrix``, ``wer``, ``cer``, ``frame_accuracy`` |
 | ``CALLBACKS`` | ``early_stopping``, ``weight_noise`` |
+| ``STAGE_FUNCTIONS`` | ``realign`` (:mod:`cadence.realignment`) |
 """
 
 from __future__ import annotations
@@ -28,4 +29,5 @@ import cadence.models.deepspeech2  # noqa: F401
 import cadence.models.listen_attend_spell  # noqa: F401
 import cadence.models.tds  # noqa: F401
 import cadence.optim  # noqa: F401
+import cadence.realignment  # noqa: F401
 import cadence.tasks  # noqa: F401

@@ -11,7 +11,8 @@ keys, as on the command line) applied::
 
 A stage may override ``model``, ``task`` (losses and their weights), ``optimizer``,
 ``scheduler``, ``schedules`` and ``freeze`` (which parameters train); the data, features, metrics, callbacks and trainer stay the
-recipe's (a value that changes by epoch is a schedule). ``function`` names a
+recipe's (a value that changes by epoch is a schedule). A stage that names another component
+(``task.name: framewise``) starts that section afresh: only the stage's own keys of it apply. ``function`` names a
 ``STAGE_FUNCTIONS`` entry, ``fn(epoch, trainer) -> overrides``, called when the stage starts
 (for a pipeline that computes something between stages); what it returns is saved in the
 checkpoints, so a resumed run does not call it again.
@@ -49,7 +50,15 @@ def stage_recipe(recipe: dict[str, Any], stage: StageConfig, index: int, extra: 
     function's) applied, no stages of its own."""
     derived = copy.deepcopy(recipe)
     derived["stages"] = []
-    for key, value in {**stage.overrides, **(extra or {})}.items():
+    overrides = {**stage.overrides, **(extra or {})}
+    for section in ("model", "task", "optimizer", "scheduler"):
+        # Another component starts its section afresh: the recipe's settings were for the other one,
+        # and a resumed run's saved config spells out all of them (every default too), so keeping
+        # them would make a resumed stage differ from the same stage in an uninterrupted run.
+        renamed = overrides.get(f"{section}.name")
+        if renamed is not None and isinstance(derived.get(section), dict) and derived[section].get("name") != renamed:
+            derived[section] = {}
+    for key, value in overrides.items():
         where = f"stages.{index}.overrides.{key}"
         section, _, rest = key.partition(".")
         if section not in STAGEABLE:

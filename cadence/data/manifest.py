@@ -11,6 +11,12 @@ and ``offset`` (seconds): with an offset, the utterance is the segment
 ``[offset, offset + duration)`` of the audio file; without one, it is the whole file.
 Unknown fields are rejected, so a typo such as ``"lable"`` cannot pass unnoticed.
 
+``alignment`` (optional) is a frame-level target: a non-empty list of non-negative ints, the
+model class of every OUTPUT frame of the model that made it (0 = the CTC blank, token id + 1
+otherwise; see :mod:`cadence.decoding.alignment`). The ``realign`` stage function writes it,
+and the ``framewise`` task trains against it. Its length is tied to that model's time stride,
+so it is only meaningful for models that subsample time the same way.
+
 Paths are joined and normalised lexically (``os.path``), never through symlinks, so a
 manifest written and read back yields exactly the paths that went in.
 
@@ -24,6 +30,10 @@ Example:
     '{"id": "a", "audio": "../wav/a.wav", "duration": 1.5, "label": "yes"}'
     >>> read_manifest(folder / "lists" / "train.jsonl")[0] == entry
     True
+    >>> aligned = dataclasses.replace(entry, alignment=[0, 3, 3, 0])  # stored as a tuple
+    >>> write_manifest(folder / "lists" / "aligned.jsonl", [aligned])
+    >>> read_manifest(folder / "lists" / "aligned.jsonl")[0].alignment
+    (0, 3, 3, 0)
 """
 
 from __future__ import annotations
@@ -42,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from cadence.data.packed import PackedStrings
+from cadence.data.packed import PackedSequences, PackedStrings
 from cadence.errors import DataError
 from cadence.runtime.files import data_file_sha256, strict_json, write_bytes_atomic
 
@@ -59,13 +69,17 @@ __all__ = [
 
 _REQUIRED_FIELDS = ("id", "audio", "duration")
 _OPTIONAL_TEXT_FIELDS = ("speaker", "label", "text")
+_OPTIONAL_FIELDS = (*_OPTIONAL_TEXT_FIELDS, "alignment")
 # The order fields are written in, so that equal entries give equal bytes.
-_FIELD_ORDER = ("id", "audio", "duration", "offset", "speaker", "label", "text")
+_FIELD_ORDER = ("id", "audio", "duration", "offset", "speaker", "label", "text", "alignment")
+# Model classes are small; the bound keeps them in the int64 columns with room to spare.
+_MAX_CLASS = 2**31 - 1
 
 
 @dataclasses.dataclass(frozen=True)
 class ManifestEntry:
-    """One utterance. ``audio`` is absolute after :func:`read_manifest`."""
+    """One utterance. ``audio`` is absolute after :func:`read_manifest`; ``alignment`` is
+    kept as a tuple (given as any sequence), so entries stay immutable and compare equal."""
 
     id: str
     audio: Path
@@ -74,6 +88,11 @@ class ManifestEntry:
     speaker: str | None = None
     label: str | None = None
     offset: float | None = None
+    alignment: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.alignment is not None and not isinstance(self.alignment, tuple):
+            object.__setattr__(self, "alignment", tuple(self.alignment))  # frozen: set once, here
 
 
 def _suggest(name: str, choices: Iterable[str]) -> str:
@@ -84,6 +103,20 @@ def _suggest(name: str, choices: Iterable[str]) -> str:
 def _is_number(value: Any) -> bool:
     # bool is an int subclass; `"duration": true` is a mistake, not 1 second.
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _parse_alignment(value: Any, where: str) -> tuple[int, ...]:
+    """The ``alignment`` field checked: a non-empty list of model classes (ints >= 0)."""
+    # A tuple comes from a ManifestEntry being written; a JSON line can only hold a list.
+    if not isinstance(value, (list, tuple)) or not value:
+        raise DataError(f"{where}: field 'alignment' must be a non-empty list of model classes (ints >= 0, one per "
+                        f"output frame), got {value!r:.80}")
+    for frame, item in enumerate(value):
+        # bool is an int subclass, and 1.0 is a float: neither is a class index.
+        if not isinstance(item, int) or isinstance(item, bool) or not 0 <= item <= _MAX_CLASS:
+            raise DataError(f"{where}: field 'alignment' frame {frame} must be a model class (an int in 0..{_MAX_CLASS}; "
+                            f"0 is the blank), got {item!r}")
+    return tuple(value)
 
 
 def _parse_fields(record: Any, where: str) -> dict[str, Any]:
@@ -113,12 +146,14 @@ def _parse_fields(record: Any, where: str) -> dict[str, Any]:
         value = record.get(name)
         if value is not None and not isinstance(value, str):
             raise DataError(f"{where}: field {name!r} must be a string, got {value!r}")
+    alignment = record.get("alignment")
     return {
         "id": record["id"],
         "audio": record["audio"],
         "duration": float(record["duration"]),
         "offset": None if record.get("offset") is None else float(record["offset"]),
         **{name: record.get(name) for name in _OPTIONAL_TEXT_FIELDS},
+        "alignment": None if alignment is None else _parse_alignment(alignment, where),
     }
 
 
@@ -171,6 +206,8 @@ def _entry_to_record(entry: ManifestEntry | Mapping[str, Any], folder: str, wher
     fields = _parse_fields(raw, where)
     # Relative paths are taken from the current directory, as everywhere in Python.
     fields["audio"] = os.path.relpath(os.path.abspath(fields["audio"]), folder).replace(os.sep, "/")
+    if fields["alignment"] is not None:
+        fields["alignment"] = list(fields["alignment"])  # a JSON array
     return {name: fields[name] for name in _FIELD_ORDER if fields.get(name) is not None}
 
 
@@ -231,12 +268,16 @@ class Manifest:
 
     ``ids``, ``audio`` (absolute paths), ``speakers``, ``labels`` and ``texts`` are
     :class:`PackedStrings`; ``durations`` and ``offsets`` (NaN: no offset) are float64
-    arrays. An optional field absent from a line reads as ``None`` from :meth:`entry` and as
-    ``""`` from its column; ``has(field)`` says whether every line has it.
+    arrays; ``alignments`` is a :class:`PackedSequences` of int64 arrays. An optional field
+    absent from a line reads as ``None`` from :meth:`entry` and as ``""`` (an empty array for
+    ``alignments``, which a present alignment never is) from its column; ``has(field)`` says
+    whether every line has it.
 
         >>> manifest = Manifest([ManifestEntry(id="a", audio=Path("/x/a.wav"), duration=1.5, text="one two")])
         >>> len(manifest), manifest.durations.tolist(), manifest.texts[0], manifest.has("label")
         (1, [1.5], 'one two', False)
+        >>> manifest.alignments[0].tolist(), manifest.entry(0).alignment, manifest.has("alignment")
+        ([], None, False)
     """
 
     def __init__(self, entries: list[ManifestEntry], source: str | Path | None = None) -> None:
@@ -248,9 +289,10 @@ class Manifest:
         self.speakers = PackedStrings([entry.speaker or "" for entry in entries])
         self.labels = PackedStrings([entry.label or "" for entry in entries])
         self.texts = PackedStrings([entry.text or "" for entry in entries])
+        self.alignments = PackedSequences([entry.alignment or () for entry in entries])
         # Per field and line: was the field there (an empty column value may be "" or absent).
         self._present = {
-            name: np.array([getattr(entry, name) is not None for entry in entries], dtype=bool) for name in _OPTIONAL_TEXT_FIELDS
+            name: np.array([getattr(entry, name) is not None for entry in entries], dtype=bool) for name in _OPTIONAL_FIELDS
         }
 
     @classmethod
@@ -273,9 +315,10 @@ class Manifest:
     def entry(self, index: int) -> ManifestEntry:
         offset = float(self.offsets[index])
         optional = {name: getattr(self, f"{name}s")[index] if self._present[name][index] else None for name in _OPTIONAL_TEXT_FIELDS}
+        alignment = tuple(self.alignments[index].tolist()) if self._present["alignment"][index] else None
         return ManifestEntry(
             id=self.ids[index], audio=Path(self.audio[index]), duration=float(self.durations[index]),
-            offset=None if np.isnan(offset) else offset, **optional,
+            offset=None if np.isnan(offset) else offset, alignment=alignment, **optional,
         )
 
     def where(self, index: int) -> str:

@@ -39,7 +39,7 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 CORRUPTIONS_PER_RECIPE = 200
 # The stage recipes are asr_ds2.yaml and asr_las.yaml plus a stages section: fewer corruptions,
 # a share of which land in the stages.
-FEWER_CORRUPTIONS = {"asr_ds2_stages.yaml": 60, "asr_las_ctc_first.yaml": 60}
+FEWER_CORRUPTIONS = {"asr_ds2_stages.yaml": 60, "asr_las_ctc_first.yaml": 60, "asr_ds2_realign.yaml": 60}
 CLASSIFICATION = ["data.max_train_utterances=64", "data.max_eval_utterances=16"]
 ASR = ["data.corpus_sizes=[60,12,12]", "data.batching.max_frames=6000"]
 TEST_SIZES = {  # what the integration tests train with: the same recipes, smaller
@@ -49,6 +49,7 @@ TEST_SIZES = {  # what the integration tests train with: the same recipes, small
     "asr_las.yaml": [*ASR, "model.listener_hidden=16", "model.speller_hidden=32", "model.attention_size=16", "model.embedding_size=16"],
     "asr_tds.yaml": [*ASR, "model.channels=2", "model.channel_growth=1", "model.blocks_per_group=1", "model.key_value_size=32"],
     "asr_ds2_stages.yaml": [*ASR, "model.rnn_hidden=24", "model.conv_channels=4"],
+    "asr_ds2_realign.yaml": [*ASR, "model.rnn_hidden=24", "model.rnn_layers=1", "model.conv_channels=4"],
     "asr_las_ctc_first.yaml": [*ASR, "model.listener_hidden=16", "model.speller_hidden=32", "model.attention_size=16",
                                "model.embedding_size=16"],
 }
