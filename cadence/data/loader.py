@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import signal
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -123,7 +124,16 @@ class _PlanFromCursor:
     """
 
     def __init__(self, loader: AudioDataLoader):
-        self.loader = loader
+        # A weak reference: a strong one closes a cycle (loader -> DataLoader -> this -> loader),
+        # which only the garbage collector frees. It clears the DataLoader's queues before their
+        # iterator's shutdown can use them, and each worker is then waited for, then killed, 5 s
+        # apiece, at whatever moment the collector runs. Without the cycle, the last reference
+        # going stops the workers at once.
+        self._loader = weakref.ref(loader)
+
+    @property
+    def loader(self) -> AudioDataLoader:
+        return self._loader()
 
     def __iter__(self) -> Iterator[list[tuple[int, float, float]]]:
         plan = self.loader.batch_sampler.plan(self.loader.epoch)

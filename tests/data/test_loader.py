@@ -286,3 +286,22 @@ def test_a_position_saved_by_two_processes_continues_the_global_plan_on_one(fsdd
     three = ranked_loader(entries, 0, 3)
     with pytest.raises(DataError, match="after 4 batches of epoch 1 on 2 processes, which 3 processes cannot share"):
         three.load_state_dict(saved)
+
+
+def test_a_loader_left_inside_an_epoch_stops_its_workers_when_it_goes(fsdd_entries) -> None:
+    """No reference cycle keeps a loader for the garbage collector, which would stop its workers
+    at a random later moment, 5 s a worker."""
+    import gc
+    import multiprocessing
+
+    before = set(multiprocessing.active_children())
+    loader = loader_for(fsdd_entries[:40], workers=2)
+    iterator = iter(loader)
+    next(iterator)  # the workers have loaded ahead
+    assert len(set(multiprocessing.active_children()) - before) == 2
+    gc.disable()  # only reference counting may free it
+    try:
+        del iterator, loader
+        assert set(multiprocessing.active_children()) - before == set()
+    finally:
+        gc.enable()
