@@ -54,7 +54,7 @@ import numpy as np
 
 from cadence.data.packed import PackedSequences, PackedStrings
 from cadence.errors import DataError
-from cadence.runtime.files import data_file_sha256, strict_json, write_bytes_atomic
+from cadence.runtime.files import data_file_sha256, json_lines, strict_json, write_bytes_atomic
 
 __all__ = [
     "Manifest",
@@ -176,16 +176,7 @@ def read_manifest(path: str | Path) -> list[ManifestEntry]:
     folder = os.path.dirname(os.path.abspath(path))
     entries: list[ManifestEntry] = []
     first_line_of: dict[str, int] = {}
-    for line_number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{line_number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(
-                f"{where}: invalid JSON ({error.msg} at column {error.colno}); fix or remove this line"
-            ) from None
+    for line_number, where, record in json_lines(text, path):
         fields = _parse_fields(record, where)
         if fields["id"] in first_line_of:
             first = first_line_of[fields["id"]]

@@ -169,6 +169,19 @@ def strict_json(content: Any, indent: int | None = None, ensure_ascii: bool = Tr
     return json.dumps(finite_or_none(content), indent=indent, ensure_ascii=ensure_ascii, default=str, allow_nan=False)
 
 
+def json_lines(text: str, path: str | Path) -> Iterator[tuple[int, str, Any]]:
+    """``(line number, "path:line", decoded value)`` for each non-blank line of a JSON Lines
+    file's ``text``; a line that is not JSON is a DataError naming it."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            yield number, where, json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{where}: invalid JSON ({error.msg} at column {error.colno}); fix or remove this line") from None
+
+
 def write_json_atomic(path: Path, content: Any) -> None:
     """Write strict JSON to a temporary file, then rename: a reader never sees half a file."""
     write_bytes_atomic(path, (strict_json(content, indent=2) + "\n").encode("utf-8"))

@@ -40,7 +40,6 @@ finite), while WER and CER are reported as usual.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -53,6 +52,7 @@ from cadence.errors import ConfigError, DataError
 from cadence.losses import CTCNormalization, LossTerm, combine_losses
 from cadence.metrics.base import Metric
 from cadence.registry import METRICS, TASKS
+from cadence.runtime.files import json_lines
 from cadence.tasks.base import StepOutput
 from cadence.tasks.ctc import CTCTask
 from cadence.tasks.transcription import DecodingOptions
@@ -84,14 +84,7 @@ def read_alignments(path: str | Path) -> dict[str, torch.Tensor]:
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: cannot read the alignment manifest ({error})") from None
     table: dict[str, torch.Tensor] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{where}: invalid JSON ({error.msg} at column {error.colno})") from None
+    for _, where, record in json_lines(text, path):
         key = record.get("id") if isinstance(record, dict) else None
         if not isinstance(key, str) or not key:
             raise DataError(f"{where}: expected a manifest line (a JSON object with a non-empty string 'id')")
