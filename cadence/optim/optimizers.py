@@ -74,7 +74,7 @@ def parameter_groups(
     default: list[nn.Parameter] = []
     members: list[list[nn.Parameter]] = [[] for _ in groups]
     for name, parameter in named:
-        index = next((index for index, group in enumerate(groups) if _matches_any(name, group.patterns())), None)
+        index = next((index for index, group in enumerate(groups) if matches_any(name, group.patterns())), None)
         (default if index is None else members[index]).append(parameter)
     _check_every_group_takes_parameters(groups, members, [name for name, _ in named])
 
@@ -111,7 +111,7 @@ def _validated_group(index: int, group: ParameterGroup | dict) -> ParameterGroup
         raise ConfigError("; ".join(problems)) from None
 
 
-def _matches_any(name: str, patterns: list[str]) -> bool:
+def matches_any(name: str, patterns: list[str]) -> bool:
     # fnmatchcase: parameter names are case-sensitive on every platform (fnmatch is not on Windows).
     relative = name.removeprefix("model.")
     return any(fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(relative, pattern) for pattern in patterns)
@@ -123,10 +123,10 @@ def _check_every_group_takes_parameters(groups: list[ParameterGroup], members: l
     silently with the default settings."""
     for index, (group, parameters) in enumerate(zip(groups, members)):
         for pattern in group.patterns():
-            if not any(_matches_any(name, [pattern]) for name in names):
+            if not any(matches_any(name, [pattern]) for name in names):
                 raise ConfigError(
                     f"optimizer.groups.{index}.params: '{pattern}' matches no trainable parameter; names look like "
-                    f"{', '.join(_example_names(names)) or '(none are trainable)'} (a leading 'model.' may be left out)"
+                    f"{', '.join(example_names(names)) or '(none are trainable)'} (a leading 'model.' may be left out)"
                 )
         if not parameters:
             raise ConfigError(
@@ -135,7 +135,7 @@ def _check_every_group_takes_parameters(groups: list[ParameterGroup], members: l
             )
 
 
-def _example_names(names: list[str], count: int = 5) -> list[str]:
+def example_names(names: list[str], count: int = 5) -> list[str]:
     """The first parameter name under each top-level module, without a leading ``model.``."""
     first: dict[str, str] = {}
     for name in names:

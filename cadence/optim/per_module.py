@@ -46,7 +46,7 @@ from torch import nn
 
 from cadence.errors import ConfigError
 from cadence.optim.control import LearningRateSchedule, as_driver
-from cadence.optim.optimizers import _example_names, _matches_any
+from cadence.optim.optimizers import example_names, matches_any
 from cadence.registry import OPTIMIZERS, SCHEDULERS, suggest
 
 __all__ = ["ModuleOptimizer", "ModuleSchedule", "OptimizerSet", "ScheduleSet", "per_module", "per_module_schedules"]
@@ -186,13 +186,13 @@ def per_module(model: nn.Module, modules: dict[str, ModuleOptimizer]) -> Optimiz
     shares: dict[str, list[tuple[str, nn.Parameter]]] = {key: [] for key in modules}
     left: list[str] = []
     for name, parameter in named:
-        owner = next((key for key, module in modules.items() if _matches_any(name, module.patterns())), None)
+        owner = next((key for key, module in modules.items() if matches_any(name, module.patterns())), None)
         (left.append(name) if owner is None else shares[owner].append((name, parameter)))
     for key, module in modules.items():
         if not shares[key]:
             raise ConfigError(
                 f"optimizer.modules.{key}.params: {module.params!r} takes no trainable parameter (none matches, or an earlier "
-                f"module took them all); names look like {', '.join(_example_names([name for name, _ in named]))}"
+                f"module took them all); names look like {', '.join(example_names([name for name, _ in named]))}"
             )
     if left:
         shown = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")

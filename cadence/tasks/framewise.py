@@ -49,7 +49,7 @@ from torch.nn import functional as F
 
 from cadence.bounds import NonNegativeFloat
 from cadence.errors import ConfigError, DataError
-from cadence.losses import CTCNormalization, LossTerm, combine_losses
+from cadence.losses import CTCNormalization, LossTerm
 from cadence.metrics.base import Metric
 from cadence.registry import METRICS, TASKS
 from cadence.runtime.files import json_lines
@@ -263,13 +263,3 @@ class FramewiseTask(CTCTask):
         output = self.evaluation_output(batch, parts, hypotheses)
         output.predictions = TranscriptsWithFrames(output.predictions, (correct, aligned.sum()))
         return output
-
-    def evaluation_output(self, batch: Any, parts: dict[str, torch.Tensor], hypotheses: list[list[int]],
-                          terms: dict[str, LossTerm] | None = None) -> StepOutput:
-        """TranscriptionTask's, with the loss made of ``terms`` (default: the task's losses)."""
-        texts = [self.tokenizer.decode(tokens) for tokens in hypotheses]
-        references = self.references(batch)
-        return StepOutput(
-            loss=combine_losses(parts, terms or self.losses), losses=parts, predictions=texts, targets=references,
-            batch_size=len(batch), records=self.records(batch, references, texts),
-        )
