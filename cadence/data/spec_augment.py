@@ -33,6 +33,7 @@ from cadence.bounds import NonNegativeInt, Probability
 from cadence.data.padding import padding_mask
 from cadence.errors import ConfigError
 from cadence.registry import FEATURES
+from cadence.runtime.draws import uniform_draws
 
 __all__ = ["SpecAugment"]
 
@@ -105,7 +106,7 @@ class SpecAugment(nn.Module):
         batch, bands, _ = features.shape
         largest = torch.full((batch, 1), min(self.freq_width, bands), device=features.device)
         return _union_of_spans(
-            _uniform((batch, self.freq_masks, 2), generator, features.device),
+            uniform_draws((batch, self.freq_masks, 2), generator, features.device),
             largest_width=largest,
             extent=torch.full((batch, 1), bands, device=features.device),
             size=bands,
@@ -119,7 +120,7 @@ class SpecAugment(nn.Module):
         ratio_limit = torch.floor(lengths.to(torch.float64) * self.time_width_ratio).to(torch.int64)
         largest = ratio_limit.clamp(max=self.time_width)[:, None]  # [B, 1]
         return _union_of_spans(
-            _uniform((batch, self.time_masks, 2), generator, features.device),
+            uniform_draws((batch, self.time_masks, 2), generator, features.device),
             largest_width=largest,
             extent=lengths[:, None],
             size=frames,
@@ -130,7 +131,7 @@ class SpecAugment(nn.Module):
     ) -> torch.Tensor:
         """Each long enough utterance's valid frames, stretched on either side of a moved centre."""
         warp = self.time_warp
-        draws = _uniform((features.shape[0], 2), generator, torch.device("cpu")).tolist()  # [B, 2]
+        draws = uniform_draws((features.shape[0], 2), generator, torch.device("cpu")).tolist()  # [B, 2]
         lengths_on_host = lengths.tolist()  # host sync: the loop below needs plain ints
         warped = features
         for row, (length, (centre_draw, shift_draw)) in enumerate(zip(lengths_on_host, draws)):
@@ -156,17 +157,6 @@ class SpecAugment(nn.Module):
             f"time_width={self.time_width}, time_width_ratio={self.time_width_ratio}, "
             f"time_warp={self.time_warp}, mask_value={self.mask_value}"
         )
-
-
-def _uniform(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """Uniform [0, 1) float64 draws, made where the RNG lives, returned on ``device``.
-
-    Without a generator the draws come from the global CPU RNG whatever ``device`` is, so
-    ``torch.manual_seed`` alone reproduces an augmentation on CPU and on an accelerator.
-    """
-    rng_device = generator.device if generator is not None else torch.device("cpu")
-    draws = torch.rand(shape, generator=generator, device=rng_device, dtype=torch.float64)
-    return draws.to(device, non_blocking=True)
 
 
 def _union_of_spans(

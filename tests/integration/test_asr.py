@@ -100,6 +100,15 @@ def test_asr_recipe_resumes_exactly(tmp_path, fsdd_root, capsys):
     assert json.loads(capsys.readouterr().out)["identical"]
 
 
+def test_speed_perturbation_resumes_exactly(tmp_path, fsdd_root, capsys):
+    # A factor is drawn per utterance, with SpecAugment's masks after it: a resumed run must draw the same.
+    features = ("features=[{name: speed_perturb, factors: [0.8, 1.0, 1.25]}, {name: log_mel, n_mels: 40}, "
+                "{name: normalize, mode: utterance}, {name: spec_augment, freq_masks: 2, freq_width: 8, time_masks: 2}]")
+    overrides = [*TINY_DATA, *TINY_MODELS["asr_ds2.yaml"], features]
+    assert main(["verify-resume", str(RECIPES / "asr_ds2.yaml"), *overrides, "--steps", "5"]) == 0
+    assert json.loads(capsys.readouterr().out)["identical"]
+
+
 def test_transcribe_and_eval_name_what_is_wrong(ds2_run, tmp_path, capsys):
     directory, _ = ds2_run
     broken = tmp_path / "broken.wav"
