@@ -112,6 +112,52 @@ class Registry:
         return self._schemas[name, key]
 
 
+def validation_problems(error: pydantic.ValidationError, where: str) -> str:
+    """A pydantic error as one line of ``where.key: message`` parts."""
+    parts = []
+    for problem in error.errors():
+        location = ".".join([where, *map(str, problem["loc"])]).strip(".")
+        parts.append(f"{location}: {problem['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
+
+
+def check_settings(registry: Registry, name: str, settings: dict[str, Any], exclude: Iterable[str] = ()) -> None:
+    """A ValueError for an unknown component or a wrong setting of a component named inside
+    another's settings (a ``per_module`` optimizer's members, a PASE task's workers): inside a
+    pydantic validator it is reported at the key, so a recipe's mistake fails when it is
+    resolved, before anything is built. ``exclude``: parameters the owner fills in itself."""
+    if name not in registry:
+        raise ValueError(f"unknown {registry.kind} '{name}'{suggest(name, registry.names())}; registered: {', '.join(registry.names())}")
+    try:
+        registry.schema(name, exclude=exclude).model_validate(settings)
+    except pydantic.ValidationError as error:
+        raise ValueError(validation_problems(error, "")) from None
+
+
+def component_spec(registry: Registry, exclude: Iterable[str] = ()) -> Any:
+    """The annotation of a setting that describes another registered component,
+    ``{name: <registered name>, <its settings>}``: checked when the recipe is resolved
+    (unknown name, wrong setting), so the mistake is reported at the key before anything is
+    built. ``exclude``: parameters the owner fills in itself.
+
+    >>> spec = pydantic.TypeAdapter(component_spec(MODELS))
+    >>> try:
+    ...     spec.validate_python({"hidden": 1})
+    ... except pydantic.ValidationError as error:
+    ...     print(error.errors()[0]["msg"])
+    Value error, give the registered model's name: {name: ..., <its settings>}
+    """
+    excluded = tuple(exclude)
+
+    def check(spec: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(spec.get("name"), str):
+            raise ValueError(f"give the registered {registry.kind}'s name: {{name: ..., <its settings>}}")
+        check_settings(registry, spec["name"], {key: value for key, value in spec.items() if key != "name"}, excluded)
+        return spec
+
+    return Annotated[dict[str, Any], pydantic.AfterValidator(check)]
+
+
 def schema_from_signature(*factories: Callable[..., Any], exclude: Iterable[str] = ()) -> type[pydantic.BaseModel]:
     """Build a strict pydantic model from the typed parameters of one or more callables.
 
@@ -225,3 +271,5 @@ METRICS = Registry("metric", "METRICS")
 CALLBACKS = Registry("callback", "CALLBACKS")
 # Functions a recipe's stage calls when it starts: fn(epoch, trainer) -> overrides (cadence.config.stages).
 STAGE_FUNCTIONS = Registry("stage function", "STAGE_FUNCTIONS")
+# What a self-supervised worker learns to predict, computed from the clean batch (cadence.tasks.pase).
+LABELLERS = Registry("labeller", "LABELLERS", injected=("sample_rate", "stride"))

@@ -129,6 +129,16 @@ def test_prefix_selects_targets_and_strips_itself_to_find_the_source_key(tmp_pat
     assert all(torch.equal(tensor, decoder[name]) for name, tensor in task.decoder.state_dict().items())
 
 
+def test_source_prefix_moves_one_part_of_a_model_into_another_place(tmp_path):
+    # A pretrained encoder run holds model.*; a downstream model keeps it under model.encoder.*.
+    file = tmp_path / "pretrained.safetensors"
+    save_file({"model.weight": torch.full((2, 3), 2.0), "model.bias": torch.full((2,), 3.0), "workers.w": torch.zeros(1)}, str(file))
+    task = nn.ModuleDict({"model": nn.ModuleDict({"encoder": nn.Linear(3, 2), "head": nn.Linear(2, 2)})})
+    report = preload_from_files(task, [{"path": str(file), "prefix": "model.encoder.", "source_prefix": "model."}])
+    assert report.loaded == {"model.encoder.weight": "preload.0:model.weight", "model.encoder.bias": "preload.0:model.bias"}
+    assert report.sources[0].unused == ["workers.w"] and torch.equal(task.model.encoder.bias, torch.full((2,), 3.0))
+
+
 def test_mapping_renames_even_outside_the_prefix_and_ignore_params_wins(tmp_path):
     file = tmp_path / "weights.safetensors"
     save_file({"w": torch.ones(2, 2), "b": torch.ones(2)}, str(file))

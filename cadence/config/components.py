@@ -5,13 +5,14 @@ name into the registries before a recipe is resolved.
 | registry | names |
 | --- | --- |
 | ``DATASETS`` | ``fsdd`` (:mod:`cadence.corpora.builders`), ``manifests`` (:mod:`cadence.data.builders`) |
-| ``FEATURES`` | ``spectrogram``, ``log_mel``, ``mfcc``, ``normalize``, ``spec_augment`` |
-| ``MODELS`` | ``cnn_classifier``, ``deepspeech2``, ``listen_attend_spell``, ``tds`` |
-| ``TASKS`` | ``classification``, ``ctc``, ``seq2seq``, ``framewise`` |
+| ``FEATURES`` | ``spectrogram``, ``log_mel``, ``mfcc``, ``normalize``, ``spec_augment``, ``speed_perturb`` |
+| ``MODELS`` | ``cnn_classifier``, ``deepspeech2``, ``listen_attend_spell``, ``pase_encoder``, ``encoder_classifier``, ``tds``; PASE workers ``worker_mlp``, ``waveform_decoder`` |
+| ``TASKS`` | ``classification``, ``ctc``, ``seq2seq``, ``framewise``, ``pase`` |
 | ``OPTIMIZERS``, ``SCHEDULERS`` | ``sgd``, ``adam``, ``adamw``, ``per_module``; ``step``, ``exponential``, ``reduce_on_plateau``, ``phases``, ``per_module`` |
 | ``METRICS`` | ``accuracy``, ``precision``, ``recall``, ``f1``, ``confusion_matrix``, ``wer``, ``cer``, ``frame_accuracy`` |
 | ``CALLBACKS`` | ``early_stopping``, ``weight_noise`` |
 | ``STAGE_FUNCTIONS`` | ``realign`` (:mod:`cadence.realignment`) |
+| ``LABELLERS`` | ``lim``, ``gim`` (:mod:`cadence.tasks.info_max`) |
 """
 
 from __future__ import annotations
@@ -23,11 +24,15 @@ import cadence.data.builders  # noqa: F401
 import cadence.data.features  # noqa: F401
 import cadence.data.normalization  # noqa: F401
 import cadence.data.spec_augment  # noqa: F401
+import cadence.data.speed_perturbation  # noqa: F401
 import cadence.metrics  # noqa: F401
 import cadence.models.cnn_classifier  # noqa: F401
 import cadence.models.deepspeech2  # noqa: F401
+import cadence.models.encoder_classifier  # noqa: F401
 import cadence.models.listen_attend_spell  # noqa: F401
+import cadence.models.pase  # noqa: F401
 import cadence.models.tds  # noqa: F401
+import cadence.models.workers  # noqa: F401
 import cadence.optim  # noqa: F401
 import cadence.realignment  # noqa: F401
 import cadence.tasks  # noqa: F401

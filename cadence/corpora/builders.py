@@ -41,6 +41,7 @@ def fsdd(
     max_skip_rate: Probability = 0.01,
     max_train_utterances: PositiveInt | None = None,
     max_eval_utterances: PositiveInt | None = None,
+    labelled_per_class: PositiveInt | None = None,
 ):
     """FSDD digits (10 classes), speakers (6 classes) or connected digits (transcripts).
 
@@ -53,7 +54,8 @@ def fsdd(
 
     The default batching (32 shuffled utterances) suits the classification tasks, where an
     utterance's length says much about its class; for connected digits, set a frame budget
-    and ``ordering: buckets``.
+    and ``ordering: buckets``. ``labelled_per_class`` (digits and speakers): train on that
+    many utterances of each class, drawn with the run's seed.
     """
     if task == "connected-digits":
         # Generated once into the cache and shared by every run with the same corpus options.
@@ -67,4 +69,5 @@ def fsdd(
         target=target, labels=labels, tokenizer=tokenizer, sample_rate=8000, batching=batching, eval_batching=eval_batching,
         num_workers=num_workers, preload=preload, max_skip_rate=max_skip_rate,
         max_train_utterances=max_train_utterances, max_eval_utterances=max_eval_utterances,
+        labelled_per_class=labelled_per_class,
     )

@@ -30,7 +30,7 @@ from cadence.data.manifest import Manifest, read_labels
 from cadence.data.processor import AudioDataProcessor, TargetKind
 from cadence.data.sampler import BatchingOptions, BatchSampler
 from cadence.data.tokenizers import TokenizerOptions, build_tokenizer
-from cadence.errors import DataError
+from cadence.errors import ConfigError, DataError
 from cadence.registry import DATASETS, DataBundle
 
 __all__ = ["fsdd", "manifests"]
@@ -44,6 +44,25 @@ def _subset(manifest: Manifest, limit: int | None, seed: int) -> Manifest:
         return manifest
     chosen = np.random.default_rng(seed).choice(len(manifest), size=limit, replace=False)
     return manifest.subset(np.sort(chosen))
+
+
+def _labelled_per_class(manifest: Manifest, per_class: int | None, seed: int) -> Manifest:
+    """``per_class`` utterances of each label, drawn with ``seed`` and kept in manifest order
+    (few-label training: the same seed gives the same utterances, whatever else changes)."""
+    if per_class is None:
+        return manifest
+    labels = list(manifest.labels)
+    if not any(labels):
+        raise DataError(f"{manifest.source}: labelled_per_class needs a 'label' per line (target: label)")
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in sorted({label for label in labels if label}):
+        members = np.array([index for index, own in enumerate(labels) if own == label])
+        if len(members) < per_class:
+            raise DataError(f"{manifest.source}: label {label!r} has {len(members)} training utterances, fewer than "
+                            f"labelled_per_class = {per_class}; lower it")
+        chosen.append(rng.choice(members, size=per_class, replace=False))
+    return manifest.subset(np.sort(np.concatenate(chosen)))
 
 
 def _evaluation_options(batching: BatchingOptions, eval_batching: BatchingOptions | None) -> BatchingOptions:
@@ -94,6 +113,7 @@ def manifests(
     max_skip_rate: Probability = 0.01,
     max_train_utterances: PositiveInt | None = None,
     max_eval_utterances: PositiveInt | None = None,
+    labelled_per_class: PositiveInt | None = None,
 ):
     """Loaders over JSON Lines manifests.
 
@@ -102,8 +122,12 @@ def manifests(
     :class:`~cadence.data.tokenizers.TokenizerOptions`, describes: built from the training
     transcripts or loaded from a file, and saved as ``work_dir/tokenizer.json``), or ``none``.
     Transcript characters (or words) the tokenizer does not know are an error here, listing
-    them all, unless ``tokenizer.unknown`` is ``map``.
+    them all, unless ``tokenizer.unknown`` is ``map``. ``labelled_per_class``: train on that
+    many utterances of each label only, drawn with the run's ``seed`` (few-label experiments;
+    ``target: label`` only); validation and test keep all theirs.
     """
+    if labelled_per_class is not None and target != "label":
+        raise ConfigError(f"data.labelled_per_class needs target: label (one label per utterance), got target: {target}")
     paths = {"train": Path(train), "valid": Path(valid) if valid else None, "test": Path(test) if test else None}
     read = {split: Manifest.read(path) for split, path in paths.items() if path is not None}
     processor, facts = _processor_for(
@@ -116,6 +140,8 @@ def manifests(
     loaders = {}
     for split, manifest in read.items():
         is_train = split == "train"
+        if is_train:
+            manifest = _labelled_per_class(manifest, labelled_per_class, seed)
         manifest = _subset(manifest, max_train_utterances if is_train else max_eval_utterances, seed)
         dataset = AudioDataset(manifest, processor, preload=preload, skip_bad_audio=is_train)
         options = batching if is_train else _evaluation_options(batching, eval_batching)

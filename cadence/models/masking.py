@@ -64,6 +64,8 @@ def masked_batch_norm(norm: nn.modules.batchnorm._BatchNorm, inputs: torch.Tenso
         norm.running_mean.lerp_(mean, norm.momentum)
         norm.running_var.lerp_(variance * count / (count - 1).clamp(min=1), norm.momentum)
     normalized = (inputs - mean.view(shape)) * torch.rsqrt(variance.view(shape) + norm.eps)
+    if not norm.affine:
+        return normalized
     return normalized * norm.weight.view(shape) + norm.bias.view(shape)
 
 

@@ -47,29 +47,9 @@ from torch import nn
 from cadence.errors import ConfigError
 from cadence.optim.control import LearningRateSchedule, as_driver
 from cadence.optim.optimizers import example_names, matches_any
-from cadence.registry import OPTIMIZERS, SCHEDULERS, suggest
+from cadence.registry import OPTIMIZERS, SCHEDULERS, check_settings, validation_problems
 
 __all__ = ["ModuleOptimizer", "ModuleSchedule", "OptimizerSet", "ScheduleSet", "per_module", "per_module_schedules"]
-
-
-def _problems(error: pydantic.ValidationError, where: str) -> str:
-    """A pydantic error as one line of ``where.key: message`` parts."""
-    parts = []
-    for problem in error.errors():
-        location = ".".join([where, *map(str, problem["loc"])]).strip(".")
-        parts.append(f"{location}: {problem['msg'].removeprefix('Value error, ')}")
-    return "; ".join(parts)
-
-
-def _check_settings(registry, name: str, settings: dict[str, Any]) -> None:
-    """A ValueError (which pydantic reports at the module's key) for an unknown component or a
-    wrong setting: a recipe's mistake fails when it is resolved, before anything is built."""
-    if name not in registry:
-        raise ValueError(f"unknown {registry.kind} '{name}'{suggest(name, registry.names())}; registered: {', '.join(registry.names())}")
-    try:
-        registry.schema(name).model_validate(settings)
-    except pydantic.ValidationError as error:
-        raise ValueError(_problems(error, "")) from None
 
 
 def _validated(config_class: type[pydantic.BaseModel], value: Any, where: str) -> Any:
@@ -77,7 +57,7 @@ def _validated(config_class: type[pydantic.BaseModel], value: Any, where: str) -
     try:
         return config_class.model_validate(value)
     except pydantic.ValidationError as error:
-        raise ConfigError(_problems(error, where)) from None
+        raise ConfigError(validation_problems(error, where)) from None
 
 
 class ModuleOptimizer(pydantic.BaseModel):
@@ -91,7 +71,7 @@ class ModuleOptimizer(pydantic.BaseModel):
 
     @pydantic.model_validator(mode="after")
     def known_optimizer_and_settings(self) -> ModuleOptimizer:
-        _check_settings(OPTIMIZERS, self.name, self.settings())
+        check_settings(OPTIMIZERS, self.name, self.settings())
         return self
 
     def patterns(self) -> list[str]:
@@ -112,7 +92,7 @@ class ModuleSchedule(pydantic.BaseModel):
 
     @pydantic.model_validator(mode="after")
     def known_scheduler_and_settings(self) -> ModuleSchedule:
-        _check_settings(SCHEDULERS, self.name, self.settings())
+        check_settings(SCHEDULERS, self.name, self.settings())
         return self
 
     def settings(self) -> dict[str, Any]:

@@ -17,6 +17,9 @@ so batch-norm statistics travel with their weights). Per source, RETURNN's seman
 
 - ``prefix``: only target names starting with it are loaded, from the source key with the
   prefix removed (``prefix: "model."`` reads a model-only file into a task);
+- ``source_prefix``: put in front of that key, so one part of a model moves into another
+  place (``prefix: "model.encoder.", source_prefix: "model."``: a pretrained encoder run's
+  ``model.*`` into a downstream model's ``encoder``);
 - ``mapping``: ``{target name: source key}``, explicit renames; they apply even outside
   ``prefix`` (RETURNN's ``var_name_mapping``);
 - ``ignore_params``: globs of target names never loaded by this source (they win over ``mapping``);
@@ -63,6 +66,7 @@ class PreloadSource(pydantic.BaseModel):
     model_config = STRICT
     path: Annotated[str, pydantic.StringConstraints(min_length=1)]  # the caller resolves a relative path
     prefix: str = ""
+    source_prefix: str = ""
     mapping: dict[str, str] = {}
     ignore_params: list[ParameterPattern] = []
     ignore_missing: bool = False
@@ -198,7 +202,7 @@ def _plan(index: int, source: PreloadSource, path: Path, targets: dict, tensors:
         if target in source.mapping:
             key = source.mapping[target]
         elif target.startswith(source.prefix):
-            key = target[len(source.prefix):]
+            key = source.source_prefix + target[len(source.prefix):]
         else:
             continue  # outside the prefix: not this source's
         if any(matches(pattern, target) for pattern in source.ignore_params):
