@@ -5,14 +5,14 @@ name into the registries before a recipe is resolved.
 | registry | names |
 | --- | --- |
 | ``DATASETS`` | ``fsdd`` (:mod:`cadence.corpora.builders`), ``manifests`` (:mod:`cadence.data.builders`) |
-| ``FEATURES`` | ``spectrogram``, ``log_mel``, ``mfcc``, ``normalize``, ``spec_augment``, ``speed_perturb`` |
+| ``FEATURES`` | ``spectrogram``, ``log_mel``, ``mfcc``, ``normalize``, ``spec_augment``, ``speed_perturb``; distortions ``reverb``, ``additive_noise``, ``band_drop``, ``clipping``, ``chop``, ``downsample`` (:mod:`cadence.data.distortions`) |
 | ``MODELS`` | ``cnn_classifier``, ``deepspeech2``, ``listen_attend_spell``, ``pase_encoder``, ``encoder_classifier``, ``tds``; PASE workers ``worker_mlp``, ``waveform_decoder`` |
 | ``TASKS`` | ``classification``, ``ctc``, ``seq2seq``, ``framewise``, ``pase`` |
 | ``OPTIMIZERS``, ``SCHEDULERS`` | ``sgd``, ``adam``, ``adamw``, ``per_module``; ``step``, ``exponential``, ``reduce_on_plateau``, ``phases``, ``per_module`` |
 | ``METRICS`` | ``accuracy``, ``precision``, ``recall``, ``f1``, ``confusion_matrix``, ``wer``, ``cer``, ``frame_accuracy`` |
 | ``CALLBACKS`` | ``early_stopping``, ``weight_noise`` |
 | ``STAGE_FUNCTIONS`` | ``realign`` (:mod:`cadence.realignment`) |
-| ``LABELLERS`` | ``lim``, ``gim`` (:mod:`cadence.tasks.info_max`) |
+| ``LABELLERS`` | ``waveform``, ``lps``, ``fbank``, ``mfcc``, ``gammatone`` (each also ``_long``), ``prosody`` (:mod:`cadence.data.labellers`); ``lim``, ``gim`` (:mod:`cadence.tasks.info_max`) |
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import cadence.callbacks.early_stopping  # noqa: F401
 import cadence.callbacks.weight_noise  # noqa: F401
 import cadence.corpora.builders  # noqa: F401
 import cadence.data.builders  # noqa: F401
+import cadence.data.distortions  # noqa: F401
 import cadence.data.features  # noqa: F401
+import cadence.data.labellers  # noqa: F401
 import cadence.data.normalization  # noqa: F401
 import cadence.data.spec_augment  # noqa: F401
 import cadence.data.speed_perturbation  # noqa: F401

@@ -61,7 +61,7 @@ from cadence.version import __version__
 from cadence.corpora.fsdd import _RECORDING_NAME, DIGIT_WORDS, FSDD_TEST_TAKES, find_fsdd
 from cadence.corpora.generated_folder import GeneratedFolder
 from cadence.data.manifest import ManifestEntry, write_manifest
-from cadence.runtime.files import strict_json, write_bytes_atomic, writing
+from cadence.runtime.files import cache_dir, strict_json, write_bytes_atomic, writing
 from cadence.errors import DataError
 
 __all__ = [
@@ -152,12 +152,8 @@ def connected_digits_folder_name(
 
 
 def default_cache_dir() -> Path:
-    """``$CADENCE_CACHE/connected-digits``, else ``$XDG_CACHE_HOME/cadence/connected-digits``,
-    else ``~/.cache/cadence/connected-digits``."""
-    if os.environ.get("CADENCE_CACHE"):
-        return Path(os.environ["CADENCE_CACHE"]) / "connected-digits"
-    cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(cache_home) / "cadence" / "connected-digits"
+    """``connected-digits`` in cadence's cache (:func:`cadence.runtime.files.cache_dir`)."""
+    return cache_dir("connected-digits")
 
 
 # ---------------------------------------------------------------------------- sources

@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from cadence.data.audio import audio_header
 from cadence.data.manifest import ManifestEntry, write_labels, write_manifest
 from cadence.errors import DataError
+from cadence.runtime.files import cache_dir
 
 __all__ = [
     "DIGIT_WORDS",
@@ -88,9 +89,6 @@ def _shared_candidates() -> list[Path]:
     return [checkout_parent / "shared" / "data" / "fsdd", Path.cwd().parent / "shared" / "data" / "fsdd"]
 
 
-def _cache_dir() -> Path:
-    cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(cache_home) / "cadence" / "fsdd"
 
 
 def find_fsdd(root: str | Path | None = None) -> Path:
@@ -110,7 +108,7 @@ def find_fsdd(root: str | Path | None = None) -> Path:
     for candidate in _shared_candidates():
         if _has_recordings(candidate):
             return candidate.resolve()
-    cache = _cache_dir()
+    cache = cache_dir("fsdd")
     if _has_recordings(cache):
         return cache
     return download_fsdd(cache)

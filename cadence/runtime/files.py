@@ -200,3 +200,12 @@ def config_hash(resolved: dict[str, Any]) -> str:
 def to_yaml(resolved: dict[str, Any]) -> str:
     """A resolved config as YAML, keys in their order (what ``config.yaml`` and ``--print-config`` show)."""
     return yaml.dump(resolved, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False, default_flow_style=False)
+
+
+def cache_dir(name: str) -> Path:
+    """Where cadence keeps what it downloads, generates or simulates once: ``$CADENCE_CACHE/<name>``,
+    else ``$XDG_CACHE_HOME/cadence/<name>``, else ``~/.cache/cadence/<name>``."""
+    if os.environ.get("CADENCE_CACHE"):
+        return Path(os.environ["CADENCE_CACHE"]) / name
+    cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(cache_home) / "cadence" / name
