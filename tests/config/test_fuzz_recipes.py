@@ -39,9 +39,13 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 CORRUPTIONS_PER_RECIPE = 200
 # The stage recipes are asr_ds2.yaml and asr_las.yaml plus a stages section: fewer corruptions,
 # a share of which land in the stages.
-FEWER_CORRUPTIONS = {"asr_ds2_stages.yaml": 60, "asr_las_ctc_first.yaml": 60, "asr_ds2_realign.yaml": 60}
+FEWER_CORRUPTIONS = {"asr_ds2_stages.yaml": 60, "asr_las_ctc_first.yaml": 60, "asr_ds2_realign.yaml": 60,
+                     # PASE+: the pretraining recipe is the slowest to build; the two downstream recipes differ by a task.
+                     "pase.yaml": 60, "pase_speakers.yaml": 60, "pase_digits.yaml": 30}
 CLASSIFICATION = ["data.max_train_utterances=64", "data.max_eval_utterances=16"]
 ASR = ["data.corpus_sizes=[60,12,12]", "data.batching.max_frames=6000"]
+PASE_ENCODER_SETTINGS = ["sinc_filters=4", "sinc_kernel=31", "channels=[4,4,4,4,4,4,4]", "rnn_hidden=4", "output_size=8"]
+PASE_ENCODER = [f"model.{setting}" for setting in PASE_ENCODER_SETTINGS]
 TEST_SIZES = {  # what the integration tests train with: the same recipes, smaller
     "digits.yaml": CLASSIFICATION,
     "speakers.yaml": CLASSIFICATION,
@@ -52,6 +56,12 @@ TEST_SIZES = {  # what the integration tests train with: the same recipes, small
     "asr_ds2_realign.yaml": [*ASR, "model.rnn_hidden=24", "model.rnn_layers=1", "model.conv_channels=4"],
     "asr_las_ctc_first.yaml": [*ASR, "model.listener_hidden=16", "model.speller_hidden=32", "model.attention_size=16",
                                "model.embedding_size=16"],
+    "pase.yaml": ["data.corpus_sizes=[60,12,12]", "data.batching.max_seqs=16", *PASE_ENCODER,
+                  "task.workers.regressors.waveform.model.channels=4", "features.0.simulated_rooms=3"],
+    "pase_speakers.yaml": [*CLASSIFICATION, "preload=[]", "data.labelled_per_class=2", "model.hidden=16",
+                           *[f"model.encoder.{setting}" for setting in PASE_ENCODER_SETTINGS]],
+    "pase_digits.yaml": [*CLASSIFICATION, "preload=[]", "data.labelled_per_class=2", "model.hidden=16",
+                         *[f"model.encoder.{setting}" for setting in PASE_ENCODER_SETTINGS]],
 }
 OTHER_TYPES = ["text", 3.5, 7, True, False, None, [1, 2], {"key": 1}, "", "1e3"]
 # Outside what a parameter may hold: below its range, above a fraction's, beyond int64, not finite.
