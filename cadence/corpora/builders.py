@@ -1,5 +1,6 @@
-"""The recipe's ``fsdd`` data: FSDD's manifests written (or the connected-digits corpus
-generated), then read by the generic ``manifests`` builder (:mod:`cadence.data.builders`).
+"""The recipe's ``fsdd`` data (FSDD's manifests written, or the connected-digits corpus
+generated) and ``librispeech`` data (subsets downloaded once), then read by the generic
+``manifests`` builder (:mod:`cadence.data.builders`).
 
 It lives with the corpora, above the data pipeline: the corpora use the pipeline's manifests,
 and the pipeline knows no corpus.
@@ -15,12 +16,14 @@ from annotated_types import Len, MinLen
 from cadence.bounds import NonNegativeInt, PositiveInt, Probability, Seed
 from cadence.corpora.connected_digits import prepare_connected_digits
 from cadence.corpora.fsdd import prepare_fsdd
+from cadence.corpora.librispeech import OPENSLR_URL, prepare_librispeech
 from cadence.data.builders import manifests
+from cadence.data.processor import TargetKind
 from cadence.data.sampler import BatchingOptions
 from cadence.data.tokenizers import TokenizerOptions
 from cadence.registry import DATASETS
 
-__all__ = ["fsdd"]
+__all__ = ["fsdd", "librispeech"]
 
 
 @DATASETS.register("fsdd")
@@ -70,4 +73,44 @@ def fsdd(
         num_workers=num_workers, preload=preload, max_skip_rate=max_skip_rate,
         max_train_utterances=max_train_utterances, max_eval_utterances=max_eval_utterances,
         labelled_per_class=labelled_per_class,
+    )
+
+
+@DATASETS.register("librispeech")
+def librispeech(
+    work_dir: Path,
+    seed: int,
+    experiment_dir: Path | None,
+    root: str = "data/librispeech",
+    train: str = "train-clean-5",
+    valid: str | None = "dev-clean-2",
+    test: str | None = None,
+    url: str = OPENSLR_URL,
+    md5s: dict[str, str | None] | None = None,
+    target: TargetKind = "text",
+    tokenizer: TokenizerOptions = TokenizerOptions(kind="char"),
+    batching: BatchingOptions = BatchingOptions(),
+    eval_batching: BatchingOptions | None = None,
+    num_workers: NonNegativeInt = 2,
+    preload: bool = False,
+    max_skip_rate: Probability = 0.01,
+    max_train_utterances: PositiveInt | None = None,
+    max_eval_utterances: PositiveInt | None = None,
+):
+    """LibriSpeech or Mini LibriSpeech (16 kHz): ``train``, ``valid`` and ``test`` name subsets
+    (``train-clean-5`` and ``dev-clean-2`` are Mini LibriSpeech), downloaded once into ``root``
+    from ``url`` (OpenSLR, or a mirror laid out like it) and checked against ``md5s`` (OpenSLR's
+    published sums by default; see :mod:`cadence.corpora.librispeech`). The manifests are
+    copied into ``work_dir``, so the run records the files it used. ``target: text`` (the
+    transcripts, characters by default) or ``none`` (the audio alone, for self-supervised training).
+    """
+    splits = {"train": train, "valid": valid, "test": test}
+    written = prepare_librispeech(sorted({subset for subset in splits.values() if subset}), root, url=url, md5s=md5s,
+                                  manifest_dir=Path(work_dir) / "librispeech")
+    paths = {split: str(written[subset]) if subset else None for split, subset in splits.items()}
+    return manifests(
+        work_dir, seed, experiment_dir, train=paths["train"], valid=paths["valid"], test=paths["test"], target=target,
+        tokenizer=tokenizer, sample_rate=16000, batching=batching, eval_batching=eval_batching, num_workers=num_workers,
+        preload=preload, max_skip_rate=max_skip_rate, max_train_utterances=max_train_utterances,
+        max_eval_utterances=max_eval_utterances,
     )

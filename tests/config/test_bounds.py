@@ -17,7 +17,7 @@ from cadence.bounds import NOT_BOOLEAN, ODD
 from cadence.checkpoint.retention import CheckpointPolicy
 from cadence.commands.cli import main
 from cadence.config.resolve import REGISTRIES
-from cadence.registry import schema_from_signature
+from cadence.registry import LABELLERS, schema_from_signature
 from cadence.run_record import trainer_section_schema
 from cadence.runtime.process import apply_process_settings
 from cadence.trainer import Trainer
@@ -25,7 +25,11 @@ from cadence.trainer import Trainer
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "fsdd"
 DIGITS, TDS, DS2, LAS = (RECIPES / f"{name}.yaml" for name in ("digits", "asr_tds", "asr_ds2", "asr_las"))
 # Parameters whose every finite value is legitimate: they carry no bound on purpose.
-UNBOUNDED = {("features", "spec_augment", "mask_value")}
+UNBOUNDED = {
+    ("features", "spec_augment", "mask_value"),
+    ("features", "additive_noise", "snr_db"),  # decibels: a negative SNR is as legal as a positive one
+    ("labeller", "prosody", "silence_db"),     # decibels relative to full scale: any level is a threshold
+}
 
 
 def run(arguments: list[str], capsys) -> tuple[int, str, str]:
@@ -159,7 +163,7 @@ def test_legitimate_edge_values_pass(override, capsys):
     assert code == 0, err
 
 
-@pytest.mark.parametrize("recipe", sorted(RECIPES.glob("*.yaml")), ids=lambda path: path.name)
+@pytest.mark.parametrize("recipe", sorted(RECIPES.parent.rglob("*.yaml")), ids=lambda path: f"{path.parent.name}/{path.name}")
 def test_every_shipped_recipe_resolves(recipe, capsys):
     code, out, err = run(["train", recipe, "--print-config"], capsys)
     assert code == 0 and err == "" and "model:" in out
@@ -173,6 +177,9 @@ def numeric_parameters():
         if registry.get(name).__module__.startswith("cadence.")
     }
     callables.update(trainer=(Trainer, ()), process=(apply_process_settings, ()), checkpoint=(CheckpointPolicy, ()))
+    # Labellers are set inside a PASE task's workers, not in a section of their own.
+    callables.update({f"labeller.{name}": (LABELLERS.get(name), LABELLERS.injected) for name in LABELLERS.names()
+                      if LABELLERS.get(name).__module__.startswith("cadence.")})
     for where, (factory, injected) in callables.items():
         target = factory.__init__ if inspect.isclass(factory) else factory
         hints = typing.get_type_hints(target, include_extras=True)

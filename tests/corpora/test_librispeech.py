@@ -435,3 +435,17 @@ def test_an_unreachable_mirror_says_so(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"cannot download file://.*/12/dev-other\.tar\.gz .*pass url= a mirror"):
         download_librispeech("dev-other", tmp_path / "corpus", url=(tmp_path / "nowhere").as_uri())
     assert list((tmp_path / "corpus" / "downloads").iterdir()) == []
+
+
+def test_the_librispeech_data_of_a_recipe_downloads_once_and_gives_loaders(mirror: Path, tmp_path: Path) -> None:
+    from cadence.corpora.builders import librispeech as librispeech_data
+
+    options = dict(root=str(tmp_path / "corpus"), train="dev-clean-2", valid="test-clean", url=mirror.as_uri(),
+                   md5s=md5s_of(mirror), target="none", num_workers=0)
+    bundle = librispeech_data(tmp_path / "work", 0, None, **options)
+    assert len(bundle.train.dataset) == 3 and len(bundle.valid.dataset) == 1 and bundle.test is None
+    assert bundle.facts["sample_rate"] == 16000 and (tmp_path / "work" / "librispeech" / "dev-clean-2.jsonl").is_file()
+    batch = next(iter(bundle.train))
+    assert batch.inputs.shape[0] >= 1 and int(batch.input_lengths.max()) in (1600, 2400, 4000)
+    text = librispeech_data(tmp_path / "work-text", 0, None, **{**options, "target": "text", "valid": None})  # reuses the corpus
+    assert len(text.facts["tokenizer"]) > 10
