@@ -11,8 +11,9 @@ output: for each utterance ``b`` of the batch with at least one frame,
 
 and the worker sees ``[anchor, positive]`` with target 1 and ``[anchor, negative]`` with target
 0, stacked as ``inputs [2 N, 2 D, 1]`` and ``targets [2 N, 1, 1]``. LIM is one frame
-(``window: 1``); GIM averages a long window (``window: 50``: 1 s at 50 frames a second), which
-PASE+ takes from the utterance's other chunks. A window is cut to the utterance's length.
+(``window: 1``); GIM averages a long window (``window: 50``: 0.5 s at 100 frames a second), which
+PASE+ takes from the utterance's other chunks. A window is cut to the utterance's length, so a
+window as long as the chunk makes every positive pair two copies of one mean: keep it shorter.
 
 The draws (4 per utterance of the batch) come from torch's global generator and their number
 depends only on the batch size, so a resumed run draws the same pairs. A batch needs two
@@ -94,5 +95,5 @@ def local_info_max(sample_rate: int, stride: int, window: PositiveInt = 1) -> In
 
 @LABELLERS.register("gim")
 def global_info_max(sample_rate: int, stride: int, window: PositiveInt = 50) -> InfoMaxPairs:
-    """GIM: means over long windows (50 frames: 1 s at 8 kHz, 0.5 s at 16 kHz)."""
+    """GIM: means over long windows (50 frames: 0.5 s at 16 kHz, 1 s at 8 kHz)."""
     return InfoMaxPairs(sample_rate, stride, window)
