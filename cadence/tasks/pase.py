@@ -114,6 +114,11 @@ class PASETask(nn.Module):
                 workers = Workers.model_validate(workers)
             except pydantic.ValidationError as error:
                 raise ConfigError(validation_problems(error, "task.workers")) from None
+        stretching = [type(module).__name__ for module in (features.modules() if features is not None else ())
+                      if getattr(module, "changes_duration", False)]
+        if stretching:
+            raise ConfigError(f"features: {stretching[0]} changes each utterance's duration, and the pase task's workers "
+                              "take their targets from the clean signal frame by frame; remove it from the features")
         self.model = model
         self.features = features
         self.workers = nn.ModuleDict()
@@ -148,9 +153,9 @@ class PASETask(nn.Module):
     def step(self, batch: Any) -> StepOutput:
         clean, lengths = batch.inputs, batch.input_lengths.to(batch.inputs.device)
         heard, heard_lengths = (clean, lengths) if self.features is None else self.features(clean, lengths)
-        if heard.shape != clean.shape or not torch.equal(heard_lengths, lengths):
-            raise ConfigError("features: the pase task's features must keep each utterance's length (its workers' targets "
-                              "come from the clean signal, frame by frame); remove a length-changing stage such as speed_perturb")
+        if heard.shape != clean.shape:
+            raise ConfigError(f"features: the pase task's encoder takes the waveform, distorted or not, but its features "
+                              f"turn [batch, samples] {list(clean.shape)} into {list(heard.shape)}; list only distortions there")
         embeddings, frame_lengths = self.model(heard, heard_lengths)  # [B, D, T], [B]
         parts = {name: self.worker_loss(name, clean, lengths, embeddings, frame_lengths) for name in self.workers}
         loss = sum(self.weights[name] * part for name, part in parts.items())

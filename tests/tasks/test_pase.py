@@ -115,8 +115,16 @@ def test_a_length_changing_feature_is_refused() -> None:
     from cadence.data.speed_perturbation import SpeedPerturbation
 
     workers = {"regressors": {"rms": {"model": {"name": "worker_mlp"}, "labeller": {"name": "test_frame_rms"}}}}
-    task = PASETask(PASEEncoder(**TINY), workers=workers, features=SpeedPerturbation(factors=[1.1]))
-    with pytest.raises(ConfigError, match="must keep each utterance's length"):
+    with pytest.raises(ConfigError, match="SpeedPerturbation changes each utterance's duration"):
+        PASETask(PASEEncoder(**TINY), workers=workers, features=SpeedPerturbation(factors=[1.1]))
+
+
+def test_features_that_are_not_distortions_are_refused() -> None:
+    from cadence.data.features import LogMel
+
+    workers = {"regressors": {"rms": {"model": {"name": "worker_mlp"}, "labeller": {"name": "test_frame_rms"}}}}
+    task = PASETask(PASEEncoder(**TINY), workers=workers, features=LogMel(sample_rate=8000))
+    with pytest.raises(ConfigError, match="list only distortions there"):
         task.training_step(batch_of(torch.randn(2, 1600), [1600, 1600]))
 
 
