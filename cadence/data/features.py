@@ -30,7 +30,7 @@ from cadence.data.padding import zero_padding
 from cadence.errors import ConfigError
 from cadence.registry import FEATURES
 
-__all__ = ["LogMel", "MFCC", "Spectrogram", "dct_matrix", "hz_to_mel", "mel_filterbank", "mel_to_hz"]
+__all__ = ["LogMel", "MFCC", "Spectrogram", "dct_matrix", "hz_to_mel", "mel_filterbank", "mel_to_hz", "require_waveforms"]
 
 # librosa.power_to_db's default ``amin``: the power floor before taking decibels, so silence
 # (exact zeros, e.g. digital silence) gives -100 dB instead of -inf.
@@ -48,6 +48,16 @@ def in_float32(forward: Callable) -> Callable:
             return forward(self, waveforms if precise else waveforms.float(), lengths)
 
     return wrapped
+
+
+def require_waveforms(waveforms: torch.Tensor, stage: str) -> None:
+    """A ConfigError unless ``waveforms`` is ``[batch, samples]``: a waveform stage (a distortion,
+    speed perturbation) listed after the waveform transform gets features instead."""
+    if waveforms.dim() != 2:
+        raise ConfigError(
+            f"features: {stage} takes waveforms [batch, samples], got shape {tuple(waveforms.shape)}; "
+            "list it before the waveform transform (log_mel, mfcc)"
+        )
 
 
 class _ShortTimeSpectrum(nn.Module):

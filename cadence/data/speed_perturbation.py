@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cadence.bounds import PositiveFloat, PositiveInt
+from cadence.data.features import require_waveforms
 from cadence.data.padding import zero_padding
-from cadence.errors import ConfigError
 from cadence.registry import FEATURES
 from cadence.runtime.draws import uniform_draws
 
@@ -71,11 +71,7 @@ class SpeedPerturbation(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.training:
             return waveforms, lengths
-        if waveforms.dim() != 2:
-            raise ConfigError(
-                f"features: speed_perturb takes waveforms [batch, samples], got shape {tuple(waveforms.shape)}; "
-                "list it first, before the waveform transform (log_mel, mfcc)"
-            )
+        require_waveforms(waveforms, "speed_perturb")
         # One draw per utterance (cadence.runtime.draws): never a number that depends on the lengths.
         draws = uniform_draws((waveforms.shape[0],), generator)
         choices = (draws * len(self.factors)).floor().to(torch.int64).clamp(max=len(self.factors) - 1).tolist()

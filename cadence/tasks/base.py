@@ -13,6 +13,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from cadence.errors import ConfigError
+
 
 @dataclasses.dataclass
 class StepOutput:
@@ -83,3 +85,12 @@ def check_task(task: Any) -> nn.Module:
     if missing:
         raise TypeError(f"{type(task).__name__} is not a Task: it lacks {', '.join(missing)}")
     return task
+
+
+def refuse_duration_changes(features: nn.Module | None, why: str) -> None:
+    """A ConfigError when a stage of ``features`` changes utterances' durations in training
+    (it says so with ``changes_duration = True``, as ``speed_perturb`` does), for tasks whose
+    targets are tied to the input's frames; ``why`` ends the message."""
+    for module in features.modules() if features is not None else ():
+        if getattr(module, "changes_duration", False):
+            raise ConfigError(f"features: {type(module).__name__} changes each utterance's duration in training, {why}")

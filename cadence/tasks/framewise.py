@@ -53,7 +53,7 @@ from cadence.losses import CTCNormalization, LossTerm
 from cadence.metrics.base import Metric
 from cadence.registry import METRICS, TASKS
 from cadence.runtime.files import json_lines
-from cadence.tasks.base import StepOutput
+from cadence.tasks.base import StepOutput, refuse_duration_changes
 from cadence.tasks.ctc import CTCTask
 from cadence.tasks.transcription import DecodingOptions
 
@@ -181,11 +181,8 @@ class FramewiseTask(CTCTask):
         if framewise is None or framewise.evaluation_only or framewise.weight == 0:
             raise ConfigError(f"task.losses: the framewise task trains the framewise loss, got {sorted(self.losses)}; "
                               "give task.losses: {framewise: {}} (and ctc: {...} to add the CTC loss)")
-        stretching = [type(module).__name__ for module in (features.modules() if features is not None else ())
-                      if getattr(module, "changes_duration", False)]
-        if stretching:
-            raise ConfigError(f"features: {stretching[0]} changes each utterance's duration in training, so its output "
-                              "frames no longer match the alignment's; remove it from the features of the framewise stage")
+        refuse_duration_changes(features, "so its output frames no longer match the alignment's; remove it from the "
+                                          "features of the framewise stage")
         self.alignments = alignments
         self.valid_alignments = valid_alignments
         self._tables: dict[str, dict[str, torch.Tensor]] = {}  # path -> {id: classes}, each read once

@@ -56,7 +56,7 @@ from cadence.losses import length_mask
 from cadence.models import workers as _worker_models  # noqa: F401  (registers worker_mlp and waveform_decoder)
 from cadence.registry import LABELLERS, MODELS, TASKS, component_spec, validation_problems
 from cadence.tasks import info_max  # noqa: F401  (registers the lim and gim labellers)
-from cadence.tasks.base import StepOutput
+from cadence.tasks.base import StepOutput, refuse_duration_changes
 
 __all__ = ["PASETask", "Worker", "Workers"]
 
@@ -114,11 +114,8 @@ class PASETask(nn.Module):
                 workers = Workers.model_validate(workers)
             except pydantic.ValidationError as error:
                 raise ConfigError(validation_problems(error, "task.workers")) from None
-        stretching = [type(module).__name__ for module in (features.modules() if features is not None else ())
-                      if getattr(module, "changes_duration", False)]
-        if stretching:
-            raise ConfigError(f"features: {stretching[0]} changes each utterance's duration, and the pase task's workers "
-                              "take their targets from the clean signal frame by frame; remove it from the features")
+        refuse_duration_changes(features, "and the pase task's workers take their targets from the clean signal frame "
+                                          "by frame; remove it from the features")
         self.model = model
         self.features = features
         self.workers = nn.ModuleDict()

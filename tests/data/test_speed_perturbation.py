@@ -96,7 +96,7 @@ def test_refuses_bad_settings_and_features_instead_of_waveforms() -> None:
         SpeedPerturbation(factors=[])
     with pytest.raises(ValueError, match="factors"):
         SpeedPerturbation(factors=[1.0, 0.0])
-    with pytest.raises(ConfigError, match="list it first"):
+    with pytest.raises(ConfigError, match="list it before the waveform transform"):
         SpeedPerturbation()(torch.randn(2, 40, 10), torch.tensor([10, 10]))
 
 

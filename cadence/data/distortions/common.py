@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from cadence.data.audio import load_audio
+from cadence.data.features import require_waveforms
 from cadence.data.padding import zero_padding
 from cadence.errors import ConfigError, DataError
 from cadence.runtime.draws import uniform_draws
@@ -72,11 +73,7 @@ class Distortion(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.training:
             return waveforms, lengths
-        if waveforms.dim() != 2:
-            raise ConfigError(
-                f"features: {self.registered_as} takes waveforms [batch, samples], got shape {tuple(waveforms.shape)}; "
-                "list it before the waveform transform (log_mel, mfcc)"
-            )
+        require_waveforms(waveforms, self.registered_as)
         # One row of draws per utterance, whatever is in the batch (see the module docstring).
         draws = uniform_draws((waveforms.shape[0], 1 + self.draws_per_utterance), generator)  # [B, 1 + k]
         chosen = draws[:, 0] < self.p  # [B]
