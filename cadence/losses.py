@@ -125,12 +125,16 @@ def sequence_cross_entropy(
     return (per_token * mask).sum() / mask.sum().clamp(min=1)
 
 
+def masked_mean(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values [B, ..., T]`` over the valid frames (``t < lengths[b]``) of every channel."""
+    mask = length_mask(lengths, values.shape[-1]).view(values.shape[0], *([1] * (values.dim() - 2)), -1)
+    values_per_frame = values[0, ..., 0].numel()
+    return (values * mask).sum() / (mask.sum() * values_per_frame).clamp(min=1)
+
+
 def masked_mse(predictions: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Mean squared error over valid frames: ``predictions`` and ``targets`` [B, ..., T], lengths [B]."""
-    mask = length_mask(lengths, predictions.shape[-1]).view(predictions.shape[0], *([1] * (predictions.dim() - 2)), -1)
-    squared = (predictions - targets) ** 2 * mask
-    values_per_frame = predictions[0, ..., 0].numel()
-    return squared.sum() / (mask.sum() * values_per_frame).clamp(min=1)
+    return masked_mean((predictions - targets) ** 2, lengths)
 
 
 def l2_penalty(module: nn.Module) -> torch.Tensor:

@@ -134,6 +134,11 @@ def check_settings(registry: Registry, name: str, settings: dict[str, Any], excl
         raise ValueError(validation_problems(error, "")) from None
 
 
+def spec_settings(spec: dict[str, Any]) -> dict[str, Any]:
+    """A component spec's settings: everything but its registered ``name``."""
+    return {key: value for key, value in spec.items() if key != "name"}
+
+
 def component_spec(registry: Registry, exclude: Iterable[str] = ()) -> Any:
     """The annotation of a setting that describes another registered component,
     ``{name: <registered name>, <its settings>}``: checked when the recipe is resolved
@@ -152,7 +157,7 @@ def component_spec(registry: Registry, exclude: Iterable[str] = ()) -> Any:
     def check(spec: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(spec.get("name"), str):
             raise ValueError(f"give the registered {registry.kind}'s name: {{name: ..., <its settings>}}")
-        check_settings(registry, spec["name"], {key: value for key, value in spec.items() if key != "name"}, excluded)
+        check_settings(registry, spec["name"], spec_settings(spec), excluded)
         return spec
 
     return Annotated[dict[str, Any], pydantic.AfterValidator(check)]

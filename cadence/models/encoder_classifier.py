@@ -34,7 +34,7 @@ from torch import nn
 from cadence.bounds import PositiveInt, ProperFraction
 from cadence.errors import ConfigError
 from cadence.models.masking import valid_frames
-from cadence.registry import MODELS, component_spec
+from cadence.registry import MODELS, component_spec, spec_settings
 
 __all__ = ["EncoderClassifier", "FeatureFrames"]
 
@@ -52,8 +52,7 @@ class EncoderClassifier(nn.Module):
         freeze_encoder: bool = False,
     ):
         super().__init__()
-        settings = {key: value for key, value in encoder.items() if key != "name"}
-        self.encoder = MODELS.get(encoder["name"], "model.encoder.name")(**settings)
+        self.encoder = MODELS.get(encoder["name"], "model.encoder.name")(**spec_settings(encoder))
         size = getattr(self.encoder, "output_size", None)
         if not isinstance(size, int):
             raise ConfigError(f"model.encoder: {encoder['name']} has no output_size attribute (the size of its frames); "

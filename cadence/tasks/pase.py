@@ -52,9 +52,9 @@ from torch.nn import functional as F
 
 from cadence.bounds import NonNegativeFloat
 from cadence.errors import ConfigError
-from cadence.losses import length_mask
+from cadence.losses import masked_mean
 from cadence.models import workers as _worker_models  # noqa: F401  (registers worker_mlp and waveform_decoder)
-from cadence.registry import LABELLERS, MODELS, TASKS, component_spec, validation_problems
+from cadence.registry import LABELLERS, MODELS, TASKS, component_spec, spec_settings, validation_problems
 from cadence.tasks import info_max  # noqa: F401  (registers the lim and gim labellers)
 from cadence.tasks.base import StepOutput, refuse_duration_changes
 
@@ -94,10 +94,6 @@ class Workers(pydantic.BaseModel):
         return self
 
 
-def settings_of(spec: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in spec.items() if key != "name"}
-
-
 @TASKS.register("pase")
 class PASETask(nn.Module):
     """An encoder (``model``: waveforms and lengths in, ``[B, D, T]`` frames and frame lengths
@@ -129,14 +125,14 @@ class PASETask(nn.Module):
     def add_worker(self, kind: str, name: str, worker: Worker) -> None:
         where = f"task.workers.{kind}.{name}"
         labeller_factory = LABELLERS.get(worker.labeller["name"], f"{where}.labeller.name")
-        labeller = labeller_factory(sample_rate=self.model.sample_rate, stride=self.model.stride, **settings_of(worker.labeller))
+        labeller = labeller_factory(sample_rate=self.model.sample_rate, stride=self.model.stride, **spec_settings(worker.labeller))
         reads_embeddings = getattr(labeller, "reads", "waveform") == "embeddings"
         input_size = labeller.worker_input_size(self.model.output_size) if reads_embeddings else self.model.output_size
         model_factory = MODELS.get(worker.model["name"], f"{where}.model.name")
         filled = {"input_size": input_size, "output_size": labeller.size}
         if "stride" in inspect.signature(model_factory).parameters:
             filled["stride"] = self.model.stride
-        self.workers[name] = model_factory(**filled, **settings_of(worker.model))
+        self.workers[name] = model_factory(**filled, **spec_settings(worker.model))
         self.labellers[name] = labeller
         self.losses[name] = worker.loss or ("mse" if kind == "regressors" else "bce")
         self.weights[name] = worker.weight
@@ -173,11 +169,10 @@ class PASETask(nn.Module):
         predictions = worker(inputs)
         size = min(predictions.shape[-1], targets.shape[-1])
         predictions, targets = predictions[..., :size], targets[..., :size].to(predictions.dtype)
-        mask = length_mask(target_lengths.to(predictions.device), size)[:, None, :].to(predictions.dtype)  # [B, 1, T']
         if loss == "bce":
             per_value = F.binary_cross_entropy_with_logits(predictions, targets, reduction="none")
         elif loss == "l1":
             per_value = (predictions - targets).abs()
         else:
             per_value = (predictions - targets) ** 2
-        return (per_value * mask).sum() / (mask.sum() * predictions.shape[1]).clamp(min=1)
+        return masked_mean(per_value, target_lengths.to(predictions.device))
