@@ -27,8 +27,10 @@ it takes it, ``stride``), its ``labeller`` (a registered labeller, which gets th
 Regressors default to ``mse`` over valid frames (``l1`` is PASE+'s choice for the waveform);
 classifiers to ``bce`` (binary cross-entropy on the worker's logits). A worker of your own is a
 model and a labeller registered in a module listed under ``imports:``; nothing in cadence
-changes. Parameter names: the encoder's ``model.*``, worker ``w``'s ``workers.w.*`` (for
-``optimizer: per_module`` or ``optimizer.groups``).
+changes. Parameter names: the encoder's ``model.*``, worker ``w``'s ``workers.w.*``. A worker's
+learning rate (PASE+'s ``worker_lr_start``) is its module's in ``optimizer: per_module``, one
+optimizer per worker if you like, or a parameter group in ``optimizer.groups``; a worker spec
+that names an ``lr`` is refused with that advice, so the rate is decided in one place.
 
 >>> from types import SimpleNamespace
 >>> from cadence.models.pase import PASEEncoder
@@ -74,6 +76,16 @@ class Worker(pydantic.BaseModel):
     labeller: component_spec(LABELLERS)
     loss: WorkerLoss | None = None  # None: mse for a regressor, bce for a classifier
     weight: NonNegativeFloat = 1.0
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def learning_rate_belongs_to_the_optimizer(cls, value: Any) -> Any:
+        # One place decides every learning rate: the optimizer section (PASE+'s worker_lr_start).
+        if isinstance(value, dict) and {"lr", "learning_rate"} & set(value):
+            raise ValueError("a worker's learning rate is set in the optimizer, not here: give it a module of "
+                             "'optimizer: {name: per_module, modules: {<worker>: {params: \"workers.<worker>.*\", "
+                             "name: adam, lr: ...}}}' (and the encoder one for 'model.*')")
+        return value
 
 
 class Workers(pydantic.BaseModel):

@@ -1,9 +1,10 @@
 """Seeded fuzzing of every shipped recipe: no single corruption ends in a traceback.
 
 Each recipe of ``recipes/`` is resolved (every default made explicit, at the test sizes the
-integration tests use), then corrupted 200 times, one change each: a key misspelt, a value of
-another type, a value out of range, a key deleted, a name nobody registered. Each corrupted
-recipe goes through ``cadence train --print-config``, and must either
+integration tests use), then corrupted 120 times (fewer for the slowest to build and for those
+that add a section to another; three times as many with ``CADENCE_SLOW_TESTS=1``), one change
+each: a key misspelt, a value of another type, a value out of range, a key deleted, a name nobody
+registered. Each corrupted recipe goes through ``cadence train --print-config``, and must either
 
 - be refused with one line and exit 2, by ``cadence train --exp-dir`` too, leaving no
   experiment folder; or
@@ -20,6 +21,7 @@ import contextlib
 import copy
 import json
 import math
+import os
 import random
 from pathlib import Path
 from typing import Any, Iterator
@@ -36,12 +38,15 @@ from cadence.errors import CadenceError
 from cadence.runtime.device import move_to_device
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-CORRUPTIONS_PER_RECIPE = 200
+# CADENCE_SLOW_TESTS=1: three times as many corruptions of every recipe (about 3 minutes).
+SCALE = 3 if os.environ.get("CADENCE_SLOW_TESTS") == "1" else 1
+CORRUPTIONS_PER_RECIPE = 120 * SCALE
 # The stage recipes are asr_ds2.yaml and asr_las.yaml plus a stages section: fewer corruptions,
 # a share of which land in the stages.
-FEWER_CORRUPTIONS = {"asr_ds2_stages.yaml": 60, "asr_las_ctc_first.yaml": 60, "asr_ds2_realign.yaml": 60,
-                     # PASE+: the pretraining recipe is the slowest to build; the two downstream recipes differ by a task.
-                     "pase.yaml": 60, "pase_speakers.yaml": 60, "pase_digits.yaml": 30}
+FEWER_CORRUPTIONS = {name: count * SCALE for name, count in {
+    "asr_ds2_stages.yaml": 40, "asr_las_ctc_first.yaml": 40, "asr_ds2_realign.yaml": 40,
+    # PASE+: the pretraining recipe is the slowest to build; the two downstream recipes differ by a task.
+    "pase.yaml": 40, "pase_speakers.yaml": 40, "pase_digits.yaml": 20}.items()}
 CLASSIFICATION = ["data.max_train_utterances=64", "data.max_eval_utterances=16"]
 ASR = ["data.corpus_sizes=[60,12,12]", "data.batching.max_frames=6000"]
 PASE_ENCODER_SETTINGS = ["sinc_filters=4", "sinc_kernel=31", "channels=[4,4,4,4,4,4,4]", "rnn_hidden=4", "output_size=8"]

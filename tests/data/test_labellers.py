@@ -189,10 +189,20 @@ def test_bad_inputs_are_data_errors() -> None:
 
 def test_the_waveform_labeller_is_the_clean_signal_on_whole_frames() -> None:
     waveforms = torch.randn(2, 1000)
-    targets, target_lengths = build("waveform")(waveforms, torch.tensor([1000, 500]))
+    targets, target_lengths = build("waveform", normalize="none")(waveforms, torch.tensor([1000, 500]))
     assert target_lengths.tolist() == [960, 480]
     assert torch.equal(targets[0, 0], waveforms[0, :960])
     assert torch.equal(targets[1, 0, :480], waveforms[1, :480]) and targets[1, 0, 480:].eq(0).all()
+
+
+def test_the_standardized_waveform_is_the_same_signal_at_unit_scale_whatever_its_level() -> None:
+    waveforms = torch.randn(2, 1000)
+    quiet = 0.02 * waveforms + 0.001  # as loud as FSDD's speech, with a small offset
+    targets, _ = build("waveform")(quiet, torch.tensor([1000, 500]))
+    for row, valid in enumerate((960, 480)):
+        kept = quiet[row, :valid]
+        torch.testing.assert_close(targets[row, 0, :valid], (kept - kept.mean()) / kept.std(unbiased=False))
+    assert targets[1, 0, 480:].eq(0).all()  # samples beyond an utterance's whole frames stay 0
 
 
 # ---------------------------------------------------------------------------- spectral values
@@ -406,7 +416,7 @@ def test_every_setting_refuses_a_value_of_the_wrong_type_naming_itself(name: str
         ("prosody", {"voicing_threshold": 1.5}, "voicing_threshold: Input should be less than or equal to 1"),
         ("prosody", {"silence_db": float("nan")}, "silence_db: Input should be a finite number"),
         ("prosody", {"window_seconds": -0.04}, "window_seconds: Input should be greater than 0"),
-        ("waveform", {"normalize": "none"}, "normalize: Extra inputs are not permitted"),
+        ("waveform", {"normalize": "peak"}, "normalize: Input should be .utterance. or .none."),
     ],
 )
 def test_a_recipe_setting_out_of_bounds_is_refused_at_its_key(name: str, settings: dict, message: str) -> None:

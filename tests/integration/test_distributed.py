@@ -189,7 +189,7 @@ def worker_of_rank(agent: int, rank: int) -> int | None:
 
 
 def test_a_rank_killed_with_sigkill_restarts_and_ends_bit_identical(fsdd_root, tmp_path):
-    settings = ["data.max_train_utterances=800", "data.max_eval_utterances=60", "trainer.progress_bar=false",
+    settings = ["data.max_train_utterances=480", "data.max_eval_utterances=60", "trainer.progress_bar=false",
                 "trainer.max_epochs=2", "checkpoint.every_steps=1", "checkpoint.keep_last=2"]
 
     def command(directory: Path) -> list[str]:

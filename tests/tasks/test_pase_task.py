@@ -140,6 +140,9 @@ def test_features_that_are_not_distortions_are_refused() -> None:
       "classifiers": {"a": {"model": {"name": "worker_mlp"}, "labeller": {"name": "gim"}}}}, "unique"),
     ({"regressors": {"a": {"model": {"name": "waveform_decoder", "upsampling": [4, 4]}, "labeller": {"name": "test_frame_rms"}}}},
      r"product is 160"),
+    # A learning rate is decided by the optimizer section only: the message says where it goes.
+    ({"regressors": {"a": {"model": {"name": "worker_mlp"}, "labeller": {"name": "lim"}, "lr": 1e-3}}},
+     r"task.workers.regressors.a: a worker's learning rate is set in the optimizer.*workers.<worker>.\*"),
 ])
 def test_mistakes_name_the_worker_and_the_key(workers, message) -> None:
     with pytest.raises(ConfigError, match=message):
