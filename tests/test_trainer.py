@@ -126,12 +126,25 @@ def test_scheduler_per_step_and_per_epoch(loaders):
     assert math.isclose(trainer.optimizer.param_groups[0]["lr"], 0.5**12)
 
 
-def test_reduce_on_plateau_follows_monitor(loaders):
+def test_reduce_on_plateau_follows_monitor(loaders, monkeypatch):
     train, valid = loaders
-    trainer = make_trainer(max_epochs=3, lr=1.0, monitor="val/accuracy", mode="max")
+    trainer = make_trainer(max_epochs=4, lr=1.0, monitor="val/accuracy", mode="max")
     trainer.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(trainer.optimizer, mode="max", patience=0, factor=0.1)
+    scripted = [0.5, 0.6, 0.6, 0.6]  # improves once (epoch 2), then stalls: the rate falls after epochs 3 and 4
+    rates = []
+    real_validate = trainer.validate
+
+    def fake_validate(data):
+        metrics = real_validate(data)
+        metrics["val/accuracy"] = scripted[trainer.state.epoch]
+        rates.append(trainer.optimizer.param_groups[0]["lr"])  # the rate the epoch trained with
+        return metrics
+
+    monkeypatch.setattr(trainer, "validate", fake_validate)
     trainer.fit(train, valid)
-    assert trainer.optimizer.param_groups[0]["lr"] <= 1.0
+    # Never stepped: 1.0 throughout; stepped on another value or in "min" mode: it falls after epoch 2.
+    assert rates == [1.0, 1.0, 1.0, pytest.approx(0.1)]
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
 
 
 def test_max_steps_stops_mid_epoch(loaders):
@@ -327,3 +340,46 @@ def test_a_checkpoint_from_before_the_loader_owned_the_position_resumes_exactly(
     resumed = make_trainer(max_epochs=2)
     resumed.fit(shuffled(loaders[0]), resume_from=checkpoint)
     assert resumed.state.global_step == straight.state.global_step and same_weights(resumed, straight)
+
+
+class Overridden(Trainer):
+    """A Trainer changed at its documented override points (no callback), each one recording its calls."""
+
+    def __init__(self, *arguments, freeze: bool = False, **options):
+        super().__init__(*arguments, **options)
+        self.freeze = freeze
+        self.calls = {"training_step": 0, "clip_gradients": 0, "optimizer_step": 0, "evaluate_batch": 0}
+
+    def training_step(self, batch):
+        self.calls["training_step"] += 1
+        return super().training_step(batch)
+
+    def clip_gradients(self):
+        self.calls["clip_gradients"] += 1
+        if self.freeze:  # between backward and the update: nothing moves
+            for parameter in self.task.parameters():
+                parameter.grad.zero_()
+
+    def optimizer_step(self):
+        self.calls["optimizer_step"] += 1
+        super().optimizer_step()
+
+    def evaluate_batch(self, batch):
+        self.calls["evaluate_batch"] += 1
+        output = super().evaluate_batch(batch)
+        output.predictions = torch.zeros_like(output.predictions)  # every example scored as class 0
+        return output
+
+
+def test_a_subclass_changes_the_loop_at_each_documented_override_point(loaders):
+    train, valid = loaders  # 6 training batches an epoch, 2 validation batches
+    torch.manual_seed(0)
+    task = ClassificationTask(nn.Linear(6, 3))
+    initial = {name: value.clone() for name, value in task.state_dict().items()}
+    trainer = Overridden(task, torch.optim.SGD(task.parameters(), lr=0.1), freeze=True, max_epochs=2,
+                         metrics=[Accuracy(num_classes=3)], progress_bar=False)
+    results = trainer.fit(train, valid)
+    assert trainer.calls == {"training_step": 12, "clip_gradients": 12, "optimizer_step": 12, "evaluate_batch": 2 * 2}
+    assert all(torch.equal(value, initial[name]) for name, value in task.state_dict().items())  # clip_gradients' zeros were used
+    share_of_class_0 = sum(int((labels == 0).sum()) for _, labels in valid) / len(valid.dataset)
+    assert results["best_validation"]["val/accuracy"] == pytest.approx(share_of_class_0)  # evaluate_batch's predictions were scored

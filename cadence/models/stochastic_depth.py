@@ -1,5 +1,6 @@
 """What the models with stochastic depth share (TDS blocks, DeepSpeech2 recurrent layers): the
-drop probability's check, and a dropped block that several processes can still agree on.
+drop probability's check, and a dropped block that several processes can still agree on (the
+PASE task's workers use the latter too).
 
 >>> block = torch.nn.Linear(3, 3)
 >>> hidden = torch.ones(2, 3)
@@ -23,8 +24,14 @@ def checked_drop_probability(value: float, key: str = "model.stochastic_depth") 
     return float(value)
 
 
-def passed_over(hidden: torch.Tensor, *dropped: nn.Module) -> torch.Tensor:
+_STOCHASTIC_DEPTH_UNDER_FSDP = ("model.stochastic_depth skips blocks, which parallel: fsdp cannot shard: "
+                                "set it to 0 or use parallel: ddp")
+
+
+def passed_over(hidden: torch.Tensor, *dropped: nn.Module, fsdp_refusal: str = _STOCHASTIC_DEPTH_UNDER_FSDP) -> torch.Tensor:
     """``hidden`` in place of the output of the ``dropped`` modules (skipped for this batch).
+    Also used by the PASE task for a worker that has nothing to learn from a batch, with its
+    own ``fsdp_refusal``.
 
     With several processes, DDP expects a gradient for every parameter at every update, and a
     process that skipped a block would leave it without one (DDP's ``find_unused_parameters``
@@ -36,7 +43,7 @@ def passed_over(hidden: torch.Tensor, *dropped: nn.Module) -> torch.Tensor:
         return hidden
     parameters = [parameter for module in dropped for parameter in module.parameters() if parameter.requires_grad]
     if any(type(parameter).__name__ == "DTensor" for parameter in parameters):
-        raise ValueError("model.stochastic_depth skips blocks, which parallel: fsdp cannot shard: set it to 0 or use parallel: ddp")
+        raise ValueError(fsdp_refusal)
     if not parameters:
         return hidden
     return hidden + 0.0 * sum(parameter.sum() for parameter in parameters)

@@ -55,6 +55,7 @@ from torch.nn import functional as F
 from cadence.bounds import NonNegativeFloat
 from cadence.errors import ConfigError
 from cadence.losses import masked_mean
+from cadence.models.stochastic_depth import passed_over
 from cadence.models import workers as _worker_models  # noqa: F401  (registers worker_mlp and waveform_decoder)
 from cadence.registry import LABELLERS, MODELS, TASKS, component_spec, spec_settings, validation_problems
 from cadence.tasks import info_max  # noqa: F401  (registers the lim and gim labellers)
@@ -177,7 +178,12 @@ class PASETask(nn.Module):
                 targets, target_lengths = labeller(clean, lengths)  # [B, size, T'] from the clean signal
             inputs = embeddings
         if len(targets) == 0:
-            return embeddings.sum() * 0.0  # no pair in this batch: a zero that keeps the graph whole
+            # No pair in this batch (LIM/GIM need two utterances with frames): a zero loss that
+            # still reaches the encoder and, under DDP, this worker's parameters, so every process
+            # has a gradient for every parameter and none waits for the others.
+            return passed_over(embeddings.sum() * 0.0, worker, fsdp_refusal=(
+                f"task pase: worker '{name}' had no pair in a batch (it needs two utterances with frames in each "
+                "process's batch), and parallel: fsdp cannot leave a worker out: use parallel: ddp or larger batches"))
         predictions = worker(inputs)
         size = min(predictions.shape[-1], targets.shape[-1])
         predictions, targets = predictions[..., :size], targets[..., :size].to(predictions.dtype)

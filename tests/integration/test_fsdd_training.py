@@ -73,3 +73,20 @@ def test_log_file_has_no_duplicated_lines(digits_run):
     lines = (directory / "train.log").read_text().splitlines()
     epoch_lines = [line for line in lines if " epoch 1/" in line]
     assert len(epoch_lines) == 1
+
+
+def test_tensorboard_holds_the_curves_of_the_real_fit(digits_run):
+    """The curves a user opens in TensorBoard: the same values as metrics.jsonl, at the same steps."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    directory, results = digits_run
+    events = EventAccumulator(str(directory / "tensorboard"))
+    events.Reload()
+    lines = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
+    for tag in ("train/loss", "train/lr", "val/loss", "val/accuracy"):
+        logged = [(line["step"], line[tag]) for line in lines if line.get(tag) is not None]
+        curve = [(event.step, event.value) for event in events.Scalars(tag)]
+        assert logged and [step for step, _ in curve] == [step for step, _ in logged], tag
+        assert [value for _, value in curve] == pytest.approx([value for _, value in logged], rel=1e-6), tag  # float32 there
+    assert [event.value for event in events.Scalars("val/accuracy")] == pytest.approx(
+        [entry["val/accuracy"] for entry in results["history"]], rel=1e-6)

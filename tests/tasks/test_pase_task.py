@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from cadence.errors import ConfigError
@@ -152,3 +153,21 @@ def test_mistakes_name_the_worker_and_the_key(workers, message) -> None:
 def test_the_model_must_be_an_encoder() -> None:
     with pytest.raises(ConfigError, match="'sample_rate' attribute"):
         PASETask(nn.Linear(2, 2), workers={"classifiers": {"lim": {"model": {"name": "worker_mlp"}, "labeller": {"name": "lim"}}}})
+
+
+def test_under_ddp_a_worker_without_a_pair_gets_a_zero_gradient_so_every_process_agrees() -> None:
+    """A process whose batch holds one utterance has no LIM pair: DDP still needs a gradient for
+    every parameter, else the processes that had pairs wait for it at the next update."""
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)  # in-process: no port to wait on
+    try:
+        torch.manual_seed(0)
+        task = PASETask(PASEEncoder(**TINY), workers={"classifiers": {"lim": {"model": {"name": "worker_mlp", "hidden": 8},
+                                                                             "labeller": {"name": "lim"}}}})
+        output = task.training_step(batch_of(torch.randn(1, 1600), [1600]))
+        output.loss.backward()
+        assert output.losses["lim"].item() == 0.0
+        gradients = [parameter.grad for parameter in task.workers["lim"].parameters()]
+        assert gradients and all(gradient is not None and not gradient.any() for gradient in gradients)
+        assert all(parameter.grad is not None for parameter in task.model.parameters())
+    finally:
+        dist.destroy_process_group()
