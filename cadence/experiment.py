@@ -5,6 +5,8 @@ Layout::
     EXP_DIR/
       config.yaml  config.sha256  provenance.json  code/     (record_run, at the start of fit)
       train.log  metrics.jsonl  tensorboard/  checkpoints/  results.json (write_results, at its end)
+      status.json  status.lock                              (running, finished, stopped or crashed:
+                                                             :mod:`cadence.run_status`)
 
 What the run records is decided in :mod:`cadence.run_record`, the same way for a run built
 from a recipe and one built in Python. JSON is strict (a non-finite value is ``null``, see
@@ -37,6 +39,7 @@ from cadence.runtime.files import (
 )
 from cadence.runtime.logs import add_file_logging, get_logger, remove_handler
 from cadence.runtime.provenance import collect_provenance, snapshot_code
+from cadence.run_status import ending_of, mark_ended, mark_running, release
 from cadence.runtime.signals import StopRequests
 
 
@@ -94,6 +97,9 @@ class Experiment:
                 remove_handler(self._log_handler)
                 raise
         self.stopped = False
+        # The status lock, held from the start of a fit to stop() (None: no fit started here).
+        self._status_lock = None
+        self._marked_running = False
         # The running Trainer's stop requests, attached while its fit runs: stop() then asks
         # for a clean stop instead of closing the writers under it.
         self.stop_requests: StopRequests | None = None
@@ -178,9 +184,24 @@ class Experiment:
                 "resumed_from": str(resumed_from) if resumed_from is not None else None, **self.notes,
             }
         self.write_json("provenance.json", provenance)
+        release(self._status_lock)  # a second fit with this experiment: marked again
+        self._status_lock = mark_running(self.directory)
+        self._marked_running = True
+
+    def record_ending(self, error: BaseException | None) -> None:
+        """How the fit this process started ended (``status.json``), called by the Trainer:
+        ``stopped`` on a stop request, ``crashed`` on any other error. A finished run is marked
+        with its results; nothing is written when no fit started here."""
+        if error is not None and self._marked_running and not self.stopped:
+            try:
+                mark_ended(self.directory, *ending_of(error))
+            except StorageError:
+                pass  # the error on its way up says more; unmarked, the folder reads as crashed once the lock is dropped
 
     def write_results(self, results: dict[str, Any]) -> Path:
-        return self.write_json("results.json", results)
+        path = self.write_json("results.json", results)
+        mark_ended(self.directory, "finished")
+        return path
 
     def write_json(self, name: str, content: Any) -> Path:
         path = self.directory / name
@@ -238,6 +259,8 @@ class Experiment:
             failures.append(storage_error(self._metrics_path, error))
         remove_handler(self._log_handler)
         failures.append(self._log_handler_failure())
+        release(self._status_lock)
+        self._status_lock = None
         if self._raised is None:
             self._raise(next((failure for failure in failures if failure is not None), None))
 

@@ -317,6 +317,8 @@ class Trainer:
                 final = self.maybe_save("final", between_epochs=not inside_epoch)
                 self.call_hook("on_fit_end")
         except BaseException as error:
+            if self.experiment is not None:
+                self.experiment.record_ending(error)  # status.json: crashed (or stopped)
             self.call_hook("on_exception", error)
             raise
         finally:
@@ -1018,8 +1020,11 @@ class Trainer:
         if not self.stop_requested():
             return
         where = f"; checkpoint {checkpoint}; continue with `cadence resume {self.experiment.directory}`" if checkpoint else ""
-        raise TrainingInterrupted(f"training stopped by {requests.reason} at step {self.state.global_step}{where}",
-                                  requests.signal_number, checkpoint)
+        interrupted = TrainingInterrupted(f"training stopped by {requests.reason} at step {self.state.global_step}{where}",
+                                          requests.signal_number, checkpoint)
+        if self.experiment is not None:
+            self.experiment.record_ending(interrupted)  # status.json: stopped
+        raise interrupted
 
     # ------------------------------------------------------------------ logging and results
     def call_hook(self, hook: str, *arguments: Any) -> None:

@@ -5,6 +5,8 @@
     cadence eval EXP_DIR_OR_CHECKPOINT [--split test] [--device auto] [--trust-code]
     cadence transcribe EXP_DIR_OR_CHECKPOINT AUDIO... [--device cpu] [--trust-code]
     cadence verify-resume RECIPE.yaml [key=value ...] [--steps N] [--interrupt-at K]
+    cadence ls [RUNS_DIR] [--json]
+    cadence compare RUN RUN ... [--json]
     cadence data fsdd [--root PATH] --out DIR
     cadence data connected-digits [--root PATH] [--out DIR] [--seed N] [--sizes 4000,500,500]
     cadence data manifest DIR --out FILE [--transcripts TSV]
@@ -12,7 +14,8 @@
 
 Results are strict JSON on stdout (a non-finite number is ``null``). A user error (missing
 file, bad YAML, unknown key, missing data, a full or read-only disk) prints one line and
-exits with code 2; ``--debug`` shows the traceback.
+exits with code 2; ``--debug`` shows the traceback. ``ls`` and ``compare`` print a table for a
+person to read, and JSON with ``--json``.
 ``cadence data check`` prints a readable report on stderr and exits with code 1 when it
 found bad audio; so does ``cadence verify-resume`` when the runs differ. A training stopped
 by SIGTERM or SIGINT saves a checkpoint and exits with 128 + the signal number.
@@ -110,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--steps", type=int, default=20, help="optimizer steps of each run (default 20)")
     verify.add_argument("--interrupt-at", type=int, help="steps before the interruption (default: steps // 2 + 1)")
     verify.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    listing = commands.add_parser("ls", help="the runs under a folder: status, best and test figures, wall time")
+    listing.add_argument("runs_dir", nargs="?", default="runs", help="the folder to search (default: runs)")
+    compare = commands.add_parser("compare", help="runs side by side, with the config keys whose values differ")
+    compare.add_argument("runs", nargs="+", metavar="RUN")
+    for command in (listing, compare):
+        command.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     data = commands.add_parser("data", help="prepare corpora, build and check manifests")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -220,6 +231,24 @@ def run_transcribe(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def run_ls(arguments: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cadence.commands.runs import list_runs, ls_table
+
+    summaries = list_runs(arguments.runs_dir)
+    print(strict_json(summaries, indent=2) if arguments.json else ls_table(summaries, Path(arguments.runs_dir)))
+    return 0
+
+
+def run_compare(arguments: argparse.Namespace) -> int:
+    from cadence.commands.runs import compare_runs, compare_table
+
+    comparison = compare_runs(arguments.runs)
+    print(strict_json(comparison, indent=2) if arguments.json else compare_table(comparison))
+    return 0
+
+
 def run_data(arguments: argparse.Namespace) -> int:
     if arguments.data_command == "fsdd":
         from cadence.corpora.fsdd import find_fsdd, prepare_fsdd
@@ -268,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         arguments.overrides.extend(extras)
     handlers = {
         "train": run_train, "resume": run_resume, "eval": run_eval, "transcribe": run_transcribe,
-        "verify-resume": run_verify_resume, "data": run_data,
+        "verify-resume": run_verify_resume, "data": run_data, "ls": run_ls, "compare": run_compare,
     }
     setup_console_logging(logging.WARNING)  # warnings say WARNING:, whichever the command (train shows INFO too)
     try:

@@ -19,6 +19,7 @@ from cadence.checkpoint.retention import CheckpointPolicy, checkpoints_to_delete
 from cadence.checkpoint.checkpointer import find_best_checkpoint, find_checkpoint
 from cadence.errors import CheckpointError
 from cadence.metrics import Accuracy
+from cadence.run_status import read_status
 
 
 def make_trainer(experiment, policy=CheckpointPolicy(), callbacks=(), **options) -> Trainer:
@@ -86,6 +87,8 @@ def test_a_signal_saves_a_checkpoint_and_stops_cleanly(tmp_path, loaders, signal
     _, metadata = load_checkpoint(tmp_path / "checkpoints" / "step-000000004")
     assert metadata["batch_in_epoch"] == 4
     assert signal.getsignal(signal_number) is previous  # handlers are given back after fit
+    status = read_status(tmp_path)  # cadence ls: stopped, with where to resume (not crashed, though caught here)
+    assert status["status"] == "stopped" and "cadence resume" in status["note"]
 
 
 class StopExperimentAt(Callback):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cadence.commands.cli import main
+from cadence.run_status import read_status
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 DIGITS = str(REPOSITORY / "recipes" / "fsdd" / "digits.yaml")
@@ -91,3 +92,5 @@ def test_a_loss_that_turns_nan_stops_the_run_with_one_line_and_no_nan_checkpoint
     assert not [path for path in (directory / "checkpoints").iterdir() if not path.name.startswith(".")]
     lines = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
     assert lines == [] or all(record.get("split") != "test" for record in lines)
+    status = read_status(directory)  # cadence ls: crashed, and why
+    assert status["status"] == "crashed" and "diverged" in status["note"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import yaml
 
 from cadence.checkpoint.format import load_checkpoint, verify_checkpoint
 from cadence.commands.train import train_recipe
+from cadence.run_status import read_status
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 QUICK = ["data.max_train_utterances=240", "data.max_eval_utterances=60", "trainer.max_epochs=2", "trainer.progress_bar=false"]
@@ -37,6 +39,8 @@ def test_fit_writes_a_complete_experiment_folder(digits_run):
     config = yaml.safe_load((directory / "config.yaml").read_text())
     assert config["model"]["num_classes"] == 10  # filled from the data
     assert (directory / "config.sha256").read_text().strip() == on_disk["config_sha256"]
+    status = read_status(directory)  # what cadence ls shows: finished, and the lock given back
+    assert status["status"] == "finished" and status["pid"] == os.getpid() and status["ended"] >= status["started"]
 
 
 def test_provenance_records_code_versions_and_data(digits_run):
