@@ -32,8 +32,8 @@ from typing import Annotated, Any, Callable
 from annotated_types import Ge, Gt, Le, Lt
 
 __all__ = [
-    "NOT_BOOLEAN", "NonNegativeFloat", "NonNegativeInt", "ODD", "OddInt", "PositiveFloat", "PositiveInt", "Probability",
-    "ProperFraction", "Seed",
+    "MonitorKeys", "MonitorModes", "NOT_BOOLEAN", "NonNegativeFloat", "NonNegativeInt", "ODD", "OddInt", "PositiveFloat",
+    "PositiveInt", "Probability", "ProperFraction", "Seed",
 ]
 
 
@@ -74,6 +74,29 @@ class _Odd:
         return "ODD"
 
 
+class _OneOrList:
+    """A string or a non-empty list of strings (a monitored key and its tie-breakers), from
+    ``allowed`` when given; checked as one, as pydantic's own union would report each branch."""
+
+    def __init__(self, what: str, allowed: tuple[str, ...] | None = None) -> None:
+        self.what, self.allowed = what, allowed
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Callable[[Any], Any]) -> Any:
+        from pydantic_core import PydanticCustomError, core_schema
+
+        def check(value: Any) -> Any:
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, list) or not items or not all(
+                    isinstance(item, str) and item and (self.allowed is None or item in self.allowed) for item in items):
+                raise PydanticCustomError("one_or_list", f"Input should be {self.what}, or a non-empty list of them")
+            return value
+
+        return core_schema.no_info_plain_validator_function(check)
+
+    def __repr__(self) -> str:
+        return f"ONE_OR_LIST({self.what})"
+
+
 NOT_BOOLEAN = _NotBoolean()
 ODD = _Odd()
 
@@ -87,3 +110,6 @@ NonNegativeFloat = Annotated[float, Ge(0), NOT_BOOLEAN]  # a weight or a penalty
 Probability = Annotated[float, Ge(0), Le(1), NOT_BOOLEAN]  # in [0, 1]
 ProperFraction = Annotated[float, Ge(0), Lt(1), NOT_BOOLEAN]  # in [0, 1): dropout, label smoothing, momentum
 Seed = Annotated[int, Ge(0), Lt(2**64), NOT_BOOLEAN]  # what numpy and torch generators both take
+# The Trainer's monitor and mode: one, or a list (the monitored value, then its tie-breakers).
+MonitorKeys = Annotated["str | list[str]", _OneOrList("a validation key such as 'val/loss'")]
+MonitorModes = Annotated["str | list[str]", _OneOrList("'min' or 'max'", allowed=("min", "max"))]

@@ -72,6 +72,10 @@ def evaluate(
         means["loss"].update(output.loss.detach(), weight=output.batch_size)
         for name, value in output.losses.items():
             means.setdefault(f"loss_{name}", Mean(f"loss_{name}")).update(value.detach(), weight=output.batch_size)
+        if metrics and output.predictions is None:
+            names = ", ".join(type(metric).__name__ for metric in metrics)
+            raise ConfigError(f"metrics: {type(task).__name__} gives no predictions to score ({names}); "
+                              "list none (metrics: []) or metrics of a task that predicts")
         for metric in metrics:
             metric.update(output.predictions, output.targets)
         records.extend(output.records or ())

@@ -182,6 +182,10 @@ def modules_of(imports: Iterable[str]) -> dict[str, ModuleType]:
     return modules
 
 
+# Trainer arguments kept under another attribute name than their own.
+_ATTRIBUTE_OF_ARGUMENT = {"device": "requested_device", "monitor": "monitor_setting", "mode": "mode_setting"}
+
+
 class _Recipe:
     """Writes a Python-built run as a resolved recipe, section by section, collecting what
     cannot be rebuilt and the user modules the recipe must import."""
@@ -280,8 +284,9 @@ class _Recipe:
         schema = trainer_section_schema(type(trainer))
         for name in schema.model_fields:
             if name not in values:
-                # The device as it was asked for ("auto" stays "auto"), not the one it became here.
-                value = getattr(trainer, "requested_device" if name == "device" else name, _MISSING)
+                # The device as it was asked for ("auto" stays "auto"), not the one it became here;
+                # the monitor and mode as given (with their tie-breakers).
+                value = getattr(trainer, _ATTRIBUTE_OF_ARGUMENT.get(name, name), _MISSING)
                 if value is _MISSING:
                     self.problems.append(f"trainer: its argument '{name}' is not kept as an attribute of that name")
                     return None

@@ -32,14 +32,13 @@ a crashed one: it reads as ``running``.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import socket
 from pathlib import Path
 from typing import IO, Any, Literal
 
 from cadence.errors import TrainingInterrupted
-from cadence.runtime.files import write_json_atomic
+from cadence.runtime.files import read_json_object, write_json_atomic
 
 try:
     import fcntl
@@ -95,7 +94,7 @@ def ending_of(error: BaseException | None) -> tuple[Ending, str | None]:
 def mark_ended(directory: Path, status: Ending, note: str | None = None) -> None:
     """Write how the run ended, keeping when and where it started."""
     path = Path(directory) / STATUS_FILE
-    started = _read(path)
+    started = read_json_object(path)
     record = {key: started[key] for key in ("pid", "host", "started") if key in started}
     write_json_atomic(path, {**record, "status": status, "ended": _now(), **({"note": note} if note else {})})
 
@@ -105,20 +104,12 @@ def read_status(directory: Path) -> dict[str, Any]:
     nobody holds (on this host) is ``crashed``. A folder without one (a run made before cadence
     kept a status) is ``unknown``, or ``finished`` when it has readable results."""
     directory = Path(directory)
-    record = _read(directory / STATUS_FILE)
+    record = read_json_object(directory / STATUS_FILE)
     if not record:
-        return {"status": "finished" if _read(directory / "results.json") else "unknown"}
+        return {"status": "finished" if read_json_object(directory / "results.json") else "unknown"}
     if record.get("status") == "running" and record.get("host") == socket.gethostname() and not _lock_held(directory):
         return {**record, "status": "crashed", "note": "the process ended without a word (killed?)"}
     return record
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
 
 
 def _lock_held(directory: Path) -> bool:

@@ -36,13 +36,13 @@ from typing import Any, Iterable, Literal, Sequence
 import torch
 from torch import nn
 
-from cadence.bounds import NonNegativeInt, PositiveFloat, PositiveInt
+from cadence.bounds import MonitorKeys, MonitorModes, NonNegativeInt, PositiveFloat, PositiveInt
 from cadence.callbacks.base import Callback
 from cadence.callbacks.early_stopping import EarlyStopping
 from cadence.checkpoint.candidates import use_first_that_fits
 from cadence.checkpoint.checkpointer import Checkpointer, checkpoint_name, find_checkpoint, listing
 from cadence.checkpoint.format import load_checkpoint
-from cadence.checkpoint.retention import Boundary, CheckpointPolicy, SaveTriggers, checkpoints_to_delete, is_better
+from cadence.checkpoint.retention import Boundary, CheckpointPolicy, SaveTriggers, checkpoints_to_delete, improves, ranked_monitors
 from cadence.checkpoint.snapshot import capture, load_module_state, restore
 from cadence.errors import CheckpointError, ConfigError, NonFiniteLoss, TrainingInterrupted
 from cadence.evaluation import evaluate, save_hypotheses
@@ -76,7 +76,8 @@ class Trainer:
         scheduler: an LR scheduler, stepped per ``scheduler_interval`` ("epoch" or "step");
             ``ReduceLROnPlateau`` is stepped after validation with ``scheduler_monitor``.
         metrics: metrics computed on every validation and test (prefixed ``val/``, ``test/``);
-            copies of them also run on training batches every ``train_metrics_every`` steps.
+            copies of them also run on training batches, logged every ``train_metrics_every``
+            updates (a text task's hypotheses decoded only for those updates: ``StepOutput.decode``).
         monitor, mode: the validation value that defines the best model ("val/loss", "min").
         restore_best: at the end of fit, load the best weights back before testing.
         experiment: where logs, metrics, TensorBoard curves and checkpoints go (optional).
@@ -122,8 +123,8 @@ class Trainer:
         clip_grad_norm: PositiveFloat | None = None,
         clip_grad_value: PositiveFloat | None = None,
         metrics: Sequence[Metric] = (),
-        monitor: str = "val/loss",
-        mode: Literal["min", "max"] = "min",
+        monitor: MonitorKeys = "val/loss",
+        mode: MonitorModes = "min",
         restore_best: bool = True,
         train_metrics_every: NonNegativeInt = 0,
         callbacks: Iterable[Callback] = (),
@@ -141,15 +142,15 @@ class Trainer:
         checkpoint_policy: CheckpointPolicy = CheckpointPolicy(),
         config: dict[str, Any] | None = None,
     ):
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        # The monitored value, then its tie-breakers: [("val/wer", "min"), ("val/loss", "min")].
+        self.monitors = ranked_monitors(monitor, mode)
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
         self.task = check_task(task)
         self.optimizer = optimizer
         self._scheduler_interval = scheduler_interval
         self.scheduler = scheduler  # as given: its state is the checkpoint's "scheduler"
-        self.scheduler_monitor = scheduler_monitor or monitor
+        self.scheduler_monitor = scheduler_monitor or self.monitors[0][0]
         self.max_epochs = max_epochs
         self.max_steps = max_steps
         self.requested_device = device  # as given ("auto"), which a run's config records
@@ -157,10 +158,15 @@ class Trainer:
         self.clip_grad_norm = clip_grad_norm
         self.clip_grad_value = clip_grad_value
         self.metrics = list(metrics)
+        if self.metrics and getattr(self.task, "gives_predictions", True) is False:
+            names = ", ".join(type(metric).__name__ for metric in self.metrics)
+            raise ConfigError(f"metrics: {type(self.task).__name__} gives no predictions to score ({names}); "
+                              "list none (metrics: [])")
         self.train_metrics = [copy.deepcopy(metric) for metric in self.metrics] if train_metrics_every else []
         self.train_metrics_every = train_metrics_every
-        self.monitor = monitor
-        self.mode = mode
+        self._warned_unscored = False  # a task without training predictions is named once
+        self.monitor, self.mode = self.monitors[0]  # the value the best model, schedules and stopping follow
+        self.monitor_setting, self.mode_setting = monitor, mode  # as given (the run's config records them)
         self.restore_best = restore_best
         self.callbacks = list(callbacks)
         self.experiment = experiment
@@ -507,9 +513,8 @@ class Trainer:
             return
         self.epoch_sums.add(output.loss, output.losses)
         self.nonfinite_watch.add(output.loss, self.state.global_step + 1, batch)
-        if self.train_metrics and output.predictions is not None:
-            for metric in self.train_metrics:
-                metric.update(output.predictions, output.targets)
+        if self.train_metrics:
+            self.score_training_batch(output)
 
     def take_update(self, output: StepOutput, last_batch: bool) -> bool:
         """The optimizer step of the gathered window, and what follows a step: counting, logging,
@@ -667,6 +672,22 @@ class Trainer:
         self.logger.info("test: %s", format_metrics(metrics))
         return metrics
 
+    def score_training_batch(self, output: StepOutput) -> None:
+        """The training metrics' share of one batch: every batch whose predictions come with its
+        step (classification); a text task's hypotheses (``output.decode``) only for the update
+        whose metrics are logged next, as decoding every batch would slow training down."""
+        predictions, targets = output.predictions, output.targets
+        logged_next = (self.state.global_step + 1) % self.train_metrics_every == 0
+        if predictions is None and output.decode is not None and logged_next:
+            predictions, targets = output.decode()
+        if predictions is not None:
+            for metric in self.train_metrics:
+                metric.update(predictions, targets)
+        elif output.decode is None and not self._warned_unscored:
+            self._warned_unscored = True
+            self.logger.warning("trainer.train_metrics_every: %s gives no predictions on training batches, so no "
+                                "training metric is logged; set it to 0", type(self.task).__name__)
+
     def maybe_log_train_metrics(self) -> None:
         """Every ``train_metrics_every`` steps, the training metrics of the batches since the last time."""
         if not self.train_metrics:
@@ -698,6 +719,7 @@ class Trainer:
         if known is None:
             return
         monitored = {"trainer.monitor": self.monitor}
+        monitored.update({f"trainer.monitor.{index}": key for index, (key, _) in enumerate(self.monitors) if index > 0})
         if self.schedule.needs_scores:
             monitored["scheduler.monitor"] = self.scheduler_monitor
         for index, callback in enumerate(self.callbacks):
@@ -718,17 +740,26 @@ class Trainer:
     def track_best(self, metrics: dict[str, float]) -> None:
         """Record this validation in the history and remember the weights if they are the best."""
         state = self.state
-        value = self.metric_value(metrics, self.monitor)
+        values = [self.metric_value(metrics, key) for key, _ in self.monitors]
         epoch_number = state.epoch + 1  # 1-based, as printed in the logs
+        best = self.best_values()
         state.history.append({"epoch": epoch_number, "step": state.global_step, **metrics})
-        if not is_better(value, state.best_value, self.mode):
+        if not improves(values, best, [mode for _, mode in self.monitors]):
             return
-        state.best_value, state.best_epoch = value, epoch_number
+        state.best_value, state.best_epoch = values[0], epoch_number
         if self.checkpointer is not None:
             state.best_checkpoint = checkpoint_name(state.global_step)  # written at the end of this epoch
         elif self.restore_best and self.rank == 0 and not self.sharded:  # (the others get rank 0's at the end)
             self._best_weights = {key: tensor.detach().to("cpu", copy=True) for key, tensor in self.task.state_dict().items()}
             self._best_stage = self.stages.state_dict() if self.stages is not None else None
+
+    def best_values(self) -> list[float | None] | None:
+        """The best validation's monitored value and tie-breakers (from the history), or None before one."""
+        state = self.state
+        if state.best_value is None:
+            return None
+        best = next((entry for entry in reversed(state.history) if entry["epoch"] == state.best_epoch), {})
+        return [state.best_value, *[best.get(key) for key, _ in self.monitors[1:]]]
 
     def monitored_value_of_last_epoch(self) -> float | None:
         """The monitored value of the epoch that just ended, if it was validated (between epochs only)."""
@@ -1003,6 +1034,9 @@ class Trainer:
             "metrics_lines": self.experiment.metrics_lines if self.experiment is not None else None,
             "config_sha256": config_hash(self.config) if self.config is not None else None,
         }
+        if monitor_value is not None and len(self.monitors) > 1:  # this epoch's tie-breakers, for retention and "best"
+            last = self.state.history[-1]
+            metadata["tie_breakers"] = [{"monitor": key, "mode": mode, "value": last.get(key)} for key, mode in self.monitors[1:]]
         state = self.state_dict()
         if ranks is not None:
             state["ranks"] = ranks

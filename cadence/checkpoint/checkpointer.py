@@ -21,7 +21,7 @@ from cadence.checkpoint.format import (
     ABANDONED_FOLDER, DELETED_PREFIX, MANIFEST_FILE, TRASH_PREFIX, is_temporary, load_checkpoint, peek_metadata,
     save_checkpoint, verify_checkpoint,
 )
-from cadence.checkpoint.retention import CheckpointEntry, best_first
+from cadence.checkpoint.retention import CheckpointEntry, best_first, tie_rank
 from cadence.errors import CheckpointError
 from cadence.runtime.files import writing
 
@@ -168,7 +168,7 @@ class Checkpointer:
 
 
 def listing(checkpointer: Checkpointer) -> list[CheckpointEntry]:
-    """Each readable checkpoint's ``(name, global_step, monitored value)``, oldest first, read
+    """Each readable checkpoint as a :class:`CheckpointEntry` (name, step, monitored value), oldest first, read
     from the manifests without hashing the files (retention runs after every save)."""
     return _entries(checkpointer.manifests())
 
@@ -179,8 +179,10 @@ def _entries(manifests: list[tuple[Path, dict | None]]) -> list[CheckpointEntry]
         if metadata is None:
             continue  # damaged: left alone, and skipped when resuming
         value, step = metadata.get("monitor_value"), metadata.get("global_step")
+        ties = metadata.get("tie_breakers")
+        ranks = tuple(tie_rank(tie.get("value"), tie.get("mode")) for tie in ties if isinstance(tie, dict)) if isinstance(ties, list) else ()
         entries.append(CheckpointEntry(
-            path.name, step if type(step) is int else -1, _as_float(value),
+            path.name, step if type(step) is int else -1, _as_float(value), ranks,
         ))
     return entries
 

@@ -6,8 +6,10 @@
 - :class:`SaveTriggers`: the one place that decides whether the Trainer saves now, at each
   boundary of the loop (after a step, after an epoch, at the end of fit).
 - :func:`checkpoints_to_delete`: the retention rule, a pure function of the folder's listing.
-- :func:`is_better` and :func:`best_first`: what "better" means for a monitored value, for
-  the Trainer's best model, retention and :func:`~cadence.checkpoint.find_best_checkpoint` alike.
+- :func:`is_better`, :func:`improves` and :func:`best_first`: what "better" means for a
+  monitored value and its tie-breakers (``monitor: [val/wer, val/loss]``: the loss decides
+  between validations of equal WER), for the Trainer's best model, retention and
+  :func:`~cadence.checkpoint.find_best_checkpoint` alike.
 
 Example:
 
@@ -24,12 +26,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterable
-from typing import Literal, NamedTuple
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal, NamedTuple
 
 from cadence.bounds import NonNegativeInt, PositiveFloat, PositiveInt
 
-__all__ = ["CheckpointEntry", "CheckpointPolicy", "SaveTriggers", "best_first", "checkpoints_to_delete", "is_better"]
+__all__ = [
+    "CheckpointEntry", "CheckpointPolicy", "SaveTriggers", "best_first", "checkpoints_to_delete", "improves", "is_better",
+    "ranked_monitors", "tie_rank",
+]
 
 Boundary = Literal["step", "epoch", "final"]
 
@@ -40,6 +45,53 @@ class CheckpointEntry(NamedTuple):
     name: str
     global_step: int  # -1 when the manifest does not say
     monitor_value: float | None  # None for a checkpoint saved without a validation
+    # The tie-breakers' values (``monitor: [val/wer, val/loss]``), each turned so that lower is
+    # better (a "max" value negated); NaN or missing ranks last.
+    tie_ranks: tuple[float, ...] = ()
+
+
+def ranked_monitors(monitor: str | Sequence[str], mode: str | Sequence[str]) -> list[tuple[str, str]]:
+    """``(key, mode)`` of the monitored value, then of each tie-breaker: ``monitor`` is a key or a
+    list of keys (a later one decides when the earlier ones are equal); ``mode`` one mode for all,
+    or one per key.
+
+    >>> ranked_monitors(["val/wer", "val/loss"], "min")
+    [('val/wer', 'min'), ('val/loss', 'min')]
+    >>> ranked_monitors(["val/accuracy", "val/loss"], ["max", "min"])
+    [('val/accuracy', 'max'), ('val/loss', 'min')]
+    """
+    keys = [monitor] if isinstance(monitor, str) else list(monitor)
+    modes = [mode] * len(keys) if isinstance(mode, str) else list(mode)
+    if not keys or not all(isinstance(key, str) and key for key in keys):
+        raise ValueError(f"monitor must be a validation key or a non-empty list of them, got {monitor!r}")
+    if len(modes) != len(keys):
+        raise ValueError(f"mode lists {len(modes)} modes for the {len(keys)} monitored keys {keys}: give one mode, or one per key")
+    if any(each not in ("min", "max") for each in modes):
+        raise ValueError(f"mode must be 'min' or 'max' (or a list of them), got {mode!r}")
+    return list(zip(keys, modes))
+
+
+def improves(values: Sequence[float], best: Sequence[float | None] | None, modes: Sequence[str]) -> bool:
+    """Whether ``values`` (the monitored value, then the tie-breakers') improve on ``best``: the
+    first value that is strictly better or worse decides; equal on all is no improvement.
+
+    >>> improves([0.0, 0.3], [0.0, 0.5], ["min", "min"]), improves([0.0, 0.7], [0.0, 0.5], ["min", "min"])
+    (True, False)
+    """
+    best = list(best) if best is not None else [None] * len(values)
+    for value, old, mode in zip(values, best, modes):
+        if is_better(value, old, mode):
+            return True
+        if not value == old:  # worse, or NaN
+            return False
+    return False
+
+
+def tie_rank(value: Any, mode: str) -> float:
+    """A tie-breaker's value turned so that lower is better; NaN or not a number ranks last."""
+    if type(value) not in (int, float) or math.isnan(value):
+        return math.inf
+    return float(value) if mode == "min" else -float(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +176,8 @@ def best_first(entries: Iterable[CheckpointEntry], mode: str) -> list[Checkpoint
     """Entries with a finite monitored value, best first; ties go to the earliest, as the
     Trainer takes a new best only when it is strictly better."""
     valued = [entry for entry in entries if entry.monitor_value is not None and math.isfinite(entry.monitor_value)]
-    return sorted(valued, key=lambda entry: (entry.monitor_value if mode == "min" else -entry.monitor_value, entry.global_step))
+    return sorted(valued, key=lambda entry: (entry.monitor_value if mode == "min" else -entry.monitor_value,
+                                             *entry.tie_ranks, entry.global_step))
 
 
 def checkpoints_to_delete(

@@ -21,6 +21,7 @@ import yaml
 
 from cadence.errors import ConfigError
 from cadence.run_status import STATUS_FILE, read_status
+from cadence.runtime.files import read_json_object
 
 __all__ = ["compare_runs", "config_differences", "format_table", "list_runs", "summarize_run"]
 
@@ -46,14 +47,6 @@ def find_runs(root: Path) -> list[Path]:
     return found
 
 
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return content if isinstance(content, dict) else {}
-
-
 def _config(directory: Path) -> dict[str, Any]:
     try:
         content = yaml.safe_load((directory / "config.yaml").read_text(encoding="utf-8"))
@@ -71,7 +64,7 @@ def _number(value: Any) -> str:
 def summarize_run(directory: Path) -> dict[str, Any]:
     """What ``cadence ls`` shows of one run, as plain values."""
     directory = Path(directory)
-    status, results, config = read_status(directory), _json(directory / "results.json"), _config(directory)
+    status, results, config = read_status(directory), read_json_object(directory / "results.json"), _config(directory)
     monitor = results.get("monitor") or (config.get("trainer") or {}).get("monitor")
     test = results.get("test") or {}
     # The test figure of the monitored metric (val/wer -> test/wer), else the test loss.
@@ -80,7 +73,7 @@ def summarize_run(directory: Path) -> dict[str, Any]:
     return {
         "run": str(directory),
         "name": config.get("name"),
-        "started": status.get("started") or _json(directory / "provenance.json").get("created"),
+        "started": status.get("started") or read_json_object(directory / "provenance.json").get("created"),
         "status": status["status"],
         "note": status.get("note"),
         "monitor": monitor,
@@ -161,7 +154,7 @@ def compare_runs(directories: list[str | Path]) -> dict[str, Any]:
     for path in paths:
         if not is_run(path):
             raise ConfigError(f"{path} is not a run folder (it has none of {', '.join(RUN_MARKERS)}); cadence ls lists the runs")
-    results = [_json(path / "results.json") for path in paths]
+    results = [read_json_object(path / "results.json") for path in paths]
     figures = sorted({key for result in results for section in ("best_validation", "test")
                       for key in (result.get(section) or {})})
     return {

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 
 from torch import nn
 
-from cadence.checkpoint.retention import CheckpointPolicy
+from cadence.checkpoint.retention import CheckpointPolicy, ranked_monitors
 from cadence.config.resolve import ResolvedRecipe, resolve
 from cadence.config.stages import StagePlan
 from cadence.data.pipeline import FeaturePipeline, compute_statistics
@@ -198,8 +198,12 @@ def build(
     data_directory = work_dir or (experiment.directory / "data" if experiment else Path("data"))
     if data is None:
         data = build_data(recipe, data_directory, experiment.directory if experiment else None)
-    # A plateau schedule or early stopping left without a mode follows the trainer's.
-    facts = {**data.facts, "mode": recipe.trainer["mode"]}
+    # A plateau schedule or early stopping left without a mode follows the trainer's: the mode of
+    # the monitored value, not of its tie-breakers.
+    try:
+        facts = {**data.facts, "mode": ranked_monitors(recipe.trainer["monitor"], recipe.trainer["mode"])[0][1]}
+    except ValueError as error:  # "monitor ..." or "mode ...": a list of modes that does not fit the keys
+        raise ConfigError(f"trainer.{error}") from None
     first = recipe.stages[0] if recipe.stages else recipe  # with stages, the first one's objects
     task = build_task(first, facts, data, data_directory)
     prepare_weights(first, task, from_scratch)

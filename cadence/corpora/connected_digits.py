@@ -62,6 +62,7 @@ from cadence.corpora.fsdd import _RECORDING_NAME, DIGIT_WORDS, FSDD_TEST_TAKES, 
 from cadence.corpora.generated_folder import GeneratedFolder
 from cadence.data.manifest import ManifestEntry, write_manifest
 from cadence.runtime.files import cache_dir, strict_json, write_bytes_atomic, writing
+from cadence.runtime.logs import progress
 from cadence.errors import DataError
 
 __all__ = [
@@ -249,7 +250,8 @@ def _generate_split(
     audio_dir = out_dir / "audio" / split
     audio_dir.mkdir(parents=True, exist_ok=True)
     entries, segment_records = [], []
-    for index in range(parameters["sizes"][split]):
+    count_of_split = parameters["sizes"][split]
+    for index in progress(range(count_of_split), True, f"connected digits: {split}", total=count_of_split):
         # The order of the draws is part of the format: changing it changes every corpus.
         speaker = speakers[generator.integers(len(speakers))]
         count = int(generator.integers(parameters["min_digits"], parameters["max_digits"] + 1))

@@ -28,6 +28,7 @@ from cadence.data.audio import audio_header
 from cadence.data.manifest import ManifestEntry, write_labels, write_manifest
 from cadence.errors import DataError
 from cadence.runtime.files import cache_dir
+from cadence.runtime.logs import DownloadProgress
 
 __all__ = [
     "DIGIT_WORDS",
@@ -121,18 +122,13 @@ def _download(url: str, target: Path) -> None:
     logger.info("downloading FSDD from %s", url)
     with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as handle:
         total = int(response.headers.get("Content-Length") or 0)
-        received, next_report = 0, 0.1
-        while block := response.read(1 << 20):
-            handle.write(block)
-            received += len(block)
-            if total and received / total >= next_report:
-                logger.info("downloaded %.1f of %.1f MB (%d%%)", received / 1e6, total / 1e6, 100 * received // total)
-                next_report = received / total + 0.1
-            elif not total and received // (10 << 20) != (received - len(block)) // (10 << 20):
-                logger.info("downloaded %.1f MB", received / 1e6)
+        with DownloadProgress("downloading FSDD", total) as download:
+            while block := response.read(1 << 20):
+                handle.write(block)
+                download.add(len(block))
         handle.flush()
         os.fsync(handle.fileno())
-    logger.info("downloaded %.1f MB from %s", received / 1e6, url)
+    logger.info("downloaded %.1f MB from %s", download.received / 1e6, url)
 
 
 def _extract_recordings(archive: Path, recordings: Path) -> int:

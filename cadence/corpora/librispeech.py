@@ -77,6 +77,7 @@ from cadence.data.audio import audio_header
 from cadence.data.manifest import ManifestEntry, read_manifest, write_manifest
 from cadence.errors import ConfigError, DataError
 from cadence.runtime.files import write_bytes_atomic, writing
+from cadence.runtime.logs import DownloadProgress
 
 try:  # POSIX; elsewhere concurrent preparation of one root is simply not guarded
     import fcntl
@@ -238,12 +239,12 @@ def _fetch(url: str, part: Path) -> None:
         return  # the part already holds the whole file
     length = response.headers.get("Content-Length")
     total = start + int(length) if length and length.isdigit() else None
-    received, next_report, stopped = start, 0.1, None
+    stopped = None
     logger.info("downloading %s%s", url, f" from byte {start}" if start else "")
     with response:
         with writing(part):
             handle = open(part, "ab" if start else "wb")
-        with handle:
+        with handle, DownloadProgress(f"downloading {url.rsplit('/', 1)[-1]}", total, initial=start) as download:
             while True:
                 try:
                     block = response.read(1 << 20)
@@ -254,10 +255,8 @@ def _fetch(url: str, part: Path) -> None:
                     break
                 with writing(part):
                     handle.write(block)
-                received += len(block)
-                if total and received / total >= next_report:
-                    logger.info("downloaded %.1f of %.1f MB (%d%%)", received / 1e6, total / 1e6, 100 * received // total)
-                    next_report = received / total + 0.1
+                download.add(len(block))
+    received = download.received
     if stopped is not None or (total is not None and received != total):
         cause = stopped or f"the server announced {total} bytes"
         raise DataError(

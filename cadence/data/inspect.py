@@ -45,6 +45,7 @@ from cadence.data.audio import (
 )
 from cadence.data.manifest import ManifestEntry, read_manifest, write_manifest
 from cadence.errors import DataError
+from cadence.runtime.logs import progress
 
 __all__ = ["BadUtterance", "DurationMismatch", "ManifestReport", "build_manifest", "check_manifest"]
 
@@ -166,7 +167,7 @@ def build_manifest(
 
     entries = [
         ManifestEntry(id=utterance_id, audio=path, duration=_header_duration(path), text=texts[utterance_id])
-        for utterance_id, path in audio_files.items()
+        for utterance_id, path in progress(audio_files.items(), True, f"reading {folder.name}", total=len(audio_files))
     ]
     without_text = [entry.id for entry in entries if entry.text is None]
     if without_text and len(without_text) < len(entries):
@@ -323,7 +324,7 @@ def check_manifest(
     bad: list[BadUtterance] = []
     longer: list[DurationMismatch] = []
     sample_rates: collections.Counter[int] = collections.Counter()
-    for entry in entries:
+    for entry in progress(entries, True, f"checking {Path(manifest).name}"):
         try:
             file_rate = _file_rate(entry.audio)
             sample_rates[file_rate] += 1

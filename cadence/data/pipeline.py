@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from cadence.data.normalization import FeatureNormalization
+from cadence.runtime.logs import progress
 
 __all__ = ["FeaturePipeline", "compute_statistics"]
 
@@ -85,7 +86,7 @@ def compute_statistics(
         for normalization in pending:
             position = next(index for index, stage in enumerate(pipeline.stages) if stage is normalization)
             stages_before = pipeline.stages[:position]
-            for batch in batches:
+            for batch in progress(batches, True, "feature statistics", total=_length_or_none(batches)):
                 if batch.inputs.shape[0] == 0:
                     continue  # every utterance of the batch was unusable audio
                 x = batch.inputs.to(device)  # [B, samples]
@@ -98,3 +99,11 @@ def compute_statistics(
         for module, training in training_modes.items():
             module.training = training
     return pending
+
+
+def _length_or_none(batches: Iterable[Any]) -> int | None:
+    """How many batches, for the progress bar; None when they cannot say (an iterable dataset)."""
+    try:
+        return len(batches)  # type: ignore[arg-type]
+    except TypeError:
+        return None

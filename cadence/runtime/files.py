@@ -182,6 +182,16 @@ def json_lines(text: str, path: str | Path) -> Iterator[tuple[int, str, Any]]:
             raise DataError(f"{where}: invalid JSON ({error.msg} at column {error.colno}); fix or remove this line") from None
 
 
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """The JSON object in ``path``; empty when the file is missing, unreadable or not an object
+    (a run's side files, read by the commands that list runs: never a reason to fail)."""
+    try:
+        content = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return content if isinstance(content, dict) else {}
+
+
 def write_json_atomic(path: Path, content: Any) -> None:
     """Write strict JSON to a temporary file, then rename: a reader never sees half a file."""
     write_bytes_atomic(path, (strict_json(content, indent=2) + "\n").encode("utf-8"))

@@ -129,3 +129,37 @@ def progress(items: Iterable[Item], enabled: bool, description: str, total: int 
     if not enabled or not sys.stderr.isatty():
         return items
     return tqdm(items, desc=description, total=total, leave=False, dynamic_ncols=True)
+
+
+class DownloadProgress:
+    """How far a download got: a tqdm bar counting bytes on a terminal, and a log line every
+    tenth of the file (every 10 MB when its size is unknown) for a log file or a pipe.
+
+    ``with DownloadProgress("downloading x", total) as download: download.add(len(block))``;
+    :attr:`received` counts the bytes, ``initial`` included (a resumed download).
+    """
+
+    def __init__(self, description: str, total: int | None, initial: int = 0) -> None:
+        self.total, self.received = total or None, initial
+        self._next_report = 0.1 if self.total is None else initial / self.total + 0.1
+        self._bar = (tqdm(desc=description, total=self.total, initial=initial, unit="B", unit_scale=True,
+                          unit_divisor=1024, leave=False, dynamic_ncols=True)
+                     if sys.stderr.isatty() else None)
+
+    def add(self, count: int) -> None:
+        before, self.received = self.received, self.received + count
+        if self._bar is not None:
+            self._bar.update(count)
+        if self.total and self.received / self.total >= self._next_report:
+            get_logger().info("downloaded %.1f of %.1f MB (%d%%)", self.received / 1e6, self.total / 1e6,
+                              100 * self.received // self.total)
+            self._next_report = self.received / self.total + 0.1
+        elif not self.total and self.received // (10 << 20) != before // (10 << 20):
+            get_logger().info("downloaded %.1f MB", self.received / 1e6)
+
+    def __enter__(self) -> DownloadProgress:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._bar is not None:
+            self._bar.close()

@@ -8,7 +8,7 @@ any training objective fits by writing one small class.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -27,7 +27,10 @@ class StepOutput:
     over tokens): accumulated batches and batches on several processes are weighted by it, so
     the update is that of the mean over all of them, whatever the split; ``records``
     (evaluation only, optional) are one JSON-able dict per example, written by the trainer to
-    ``EXP_DIR/hypotheses/<split>.jsonl`` (e.g. an utterance's reference and hypothesis).
+    ``EXP_DIR/hypotheses/<split>.jsonl`` (e.g. an utterance's reference and hypothesis);
+    ``decode`` (training only, optional) gives ``(predictions, targets)`` when called, for a task
+    whose predictions cost a decoding: the Trainer calls it only for the batches whose training
+    metrics it logs.
     """
 
     loss: torch.Tensor
@@ -38,6 +41,9 @@ class StepOutput:
     batch_size: int = 1
     records: list[dict[str, Any]] | None = None
     weight: float | torch.Tensor | None = None  # None: batch_size; a tensor saves a wait for the device
+    # A training step whose predictions cost a decoding (text tasks): (predictions, targets) on
+    # demand, asked for only by the updates whose training metrics are logged (train_metrics_every).
+    decode: Callable[[], tuple[Any, Any]] | None = None
 
     @property
     def normalizer(self) -> float | torch.Tensor:
@@ -47,7 +53,12 @@ class StepOutput:
 
 @runtime_checkable
 class Task(Protocol):
-    """Anything with these methods, and an ``nn.Module`` so it can move, train and save."""
+    """Anything with these methods, and an ``nn.Module`` so it can move, train and save.
+
+    A task whose steps give only losses (no predictions for metrics to score, like ``pase``)
+    says so with a class attribute ``gives_predictions = False``: the Trainer then refuses any
+    metric at once, instead of at the first validation.
+    """
 
     def training_step(self, batch: Any) -> StepOutput: ...
 

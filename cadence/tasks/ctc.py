@@ -102,7 +102,11 @@ class CTCTask(TranscriptionTask):
     def training_step(self, batch: Any) -> StepOutput:
         log_probs, output_lengths = self.forward_batch(batch)
         parts = self.loss_parts(batch, log_probs, output_lengths)
-        return self.training_output(batch, parts, self.loss_weight(batch, output_lengths))
+        output = self.training_output(batch, parts, self.loss_weight(batch, output_lengths))
+        # Greedy whatever the decoding method: a training metric is a trend to watch, and a beam
+        # search every few steps would slow training down.
+        output.decode = lambda: self.texts_and_references(batch, ctc_greedy(log_probs.detach(), output_lengths))
+        return output
 
     def loss_weight(self, batch: Any, output_lengths: torch.Tensor) -> torch.Tensor:
         """What the CTC loss is a mean over: the target tokens (``normalize="tokens"``), else the

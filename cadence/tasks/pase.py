@@ -112,6 +112,8 @@ class PASETask(nn.Module):
     """An encoder (``model``: waveforms and lengths in, ``[B, D, T]`` frames and frame lengths
     out, with ``sample_rate``, ``stride`` and ``output_size`` attributes) trained by workers."""
 
+    gives_predictions = False  # only losses: the Trainer refuses metrics for it
+
     def __init__(self, model: nn.Module, workers: Workers, features: nn.Module | None = None):
         super().__init__()
         for attribute in ("sample_rate", "stride", "output_size"):

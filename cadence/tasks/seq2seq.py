@@ -143,11 +143,19 @@ class Seq2SeqTask(TranscriptionTask):
         return [hypotheses[0][0] if hypotheses else [] for hypotheses in nbest]
 
     def training_step(self, batch: Any) -> StepOutput:
-        parts, _, _ = self.loss_parts(batch)
+        parts, memory, memory_lengths = self.loss_parts(batch)
         # The attention loss alone is a mean over the output tokens: batches weigh their tokens.
         # With the CTC loss too, two means of different things: batches weigh their utterances.
         weight = None if "ctc" in self.losses else (batch.target_lengths + 1).sum().to(torch.float32)
-        return self.training_output(batch, parts, weight)
+        output = self.training_output(batch, parts, weight)
+        output.decode = lambda: self.texts_and_references(batch, self.greedy_in_training(memory.detach(), memory_lengths))
+        return output
+
+    @torch.no_grad()
+    def greedy_in_training(self, memory: torch.Tensor, memory_lengths: torch.Tensor) -> list[list[int]]:
+        """Greedy hypotheses for a training metric, the model as it trains (dropout on), whatever
+        the decoding method: a beam search every few steps would slow training down."""
+        return attention_greedy(self.model.decoder, memory, memory_lengths, max_length_ratio=self.decoding.max_length_ratio)
 
     def validation_step(self, batch: Any) -> StepOutput:
         parts, memory, memory_lengths = self.loss_parts(batch)

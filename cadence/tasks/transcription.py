@@ -104,12 +104,15 @@ class TranscriptionTask(nn.Module):
         return StepOutput(loss=loss + parts["l2"] if "l2" in parts else loss, losses=parts, batch_size=len(batch),
                           weight=weight)
 
+    def texts_and_references(self, batch: Any, hypotheses: list[list[int]]) -> tuple[list[str], list[str]]:
+        """Hypotheses as text, and the batch's references: what ``wer`` and ``cer`` take."""
+        return [self.tokenizer.decode(tokens) for tokens in hypotheses], self.references(batch)
+
     def evaluation_output(self, batch: Any, parts: dict[str, torch.Tensor], hypotheses: list[list[int]],
                           terms: dict[str, LossTerm] | None = None) -> StepOutput:
         """Losses, and hypotheses against references as text (for ``wer``/``cer`` and the records).
         The loss combines ``parts`` by ``terms`` (default: the task's losses)."""
-        texts = [self.tokenizer.decode(tokens) for tokens in hypotheses]
-        references = self.references(batch)
+        texts, references = self.texts_and_references(batch, hypotheses)
         return StepOutput(
             loss=combine_losses(parts, terms or self.losses), losses=parts, predictions=texts, targets=references,
             batch_size=len(batch), records=self.records(batch, references, texts),

@@ -369,3 +369,27 @@ def test_each_damaged_checkpoint_is_warned_about_once_when_finding_the_best(tmp_
     warnings = [record.getMessage() for record in caplog.records if "step-000000003" in record.getMessage()]
     assert len(warnings) == 1, warnings
     assert warnings[0].count("step-000000003") == 1  # "skipping damaged checkpoint PATH: problem", the path said once
+
+
+@pytest.mark.parametrize(("monitor", "mode", "best_epoch"), [
+    (["val/accuracy", "val/loss"], ["max", "min"], 2),  # equal accuracy every epoch: the lowest loss decides
+    ("val/accuracy", "max", 1),                          # no tie-breaker: the earliest of the equals stays
+])
+def test_a_tie_breaker_picks_the_best_among_equal_validations(tmp_path, loaders, monkeypatch, monitor, mode, best_epoch):
+    train, valid = loaders  # 6 batches an epoch
+    losses = [0.5, 0.3, 0.4]
+    with Experiment(tmp_path, tensorboard=False) as experiment:
+        trainer = make_trainer(experiment, CheckpointPolicy(keep_last=1, keep_best=1), max_epochs=3, monitor=monitor, mode=mode)
+        real_validate = trainer.validate
+
+        def scripted(data):
+            metrics = real_validate(data)
+            metrics.update({"val/accuracy": 1.0, "val/loss": losses[trainer.state.epoch]})  # a small set scored perfectly
+            return metrics
+
+        monkeypatch.setattr(trainer, "validate", scripted)
+        results = trainer.fit(train, valid)
+    assert results["best_epoch"] == best_epoch and trainer.state.best_checkpoint == f"step-{6 * best_epoch:09d}"
+    assert names(tmp_path) == sorted({f"step-{6 * best_epoch:09d}", "step-000000018"})
+    # What cadence eval and cadence.load take as the run's best agrees with the trainer.
+    assert find_best_checkpoint(tmp_path).name == f"step-{6 * best_epoch:09d}"

@@ -7,7 +7,9 @@ import math
 import pytest
 
 from cadence.checkpoint import retention
-from cadence.checkpoint.retention import CheckpointEntry, CheckpointPolicy, SaveTriggers, best_first, is_better
+from cadence.checkpoint.retention import (
+    CheckpointEntry, CheckpointPolicy, SaveTriggers, best_first, improves, is_better, ranked_monitors,
+)
 
 
 def test_a_step_save_due_on_the_epochs_last_batch_waits_for_the_epochs_end():
@@ -57,3 +59,33 @@ def test_best_first_ranks_finite_values_with_ties_to_the_earliest(mode, expected
     entries = [CheckpointEntry("a", 1, 0.9), CheckpointEntry("b", 2, 0.5), CheckpointEntry("c", 3, None),
                CheckpointEntry("d", 4, 0.5), CheckpointEntry("e", 5, math.inf), CheckpointEntry("f", 6, math.nan)]
     assert [entry.name for entry in best_first(entries, mode)] == expected
+
+
+def test_tie_breakers_rank_checkpoints_of_equal_value():
+    # b and d tie on the monitored value; d has the better tie-breaker (lower loss), so it goes first.
+    entries = [CheckpointEntry("a", 1, 0.9, (0.1,)), CheckpointEntry("b", 2, 0.5, (0.4,)), CheckpointEntry("d", 4, 0.5, (0.3,)),
+               CheckpointEntry("e", 5, 0.5, (math.inf,))]  # a NaN tie-breaker ranks last among its ties
+    assert [entry.name for entry in best_first(entries, "min")] == ["d", "b", "e", "a"]
+
+
+@pytest.mark.parametrize(("values", "best", "modes", "expected"), [
+    ([0.0, 0.3], [0.0, 0.5], ["min", "min"], True),    # equal WER, lower loss
+    ([0.0, 0.7], [0.0, 0.5], ["min", "min"], False),   # equal WER, higher loss
+    ([0.1, 0.1], [0.0, 0.5], ["min", "min"], False),   # a worse WER: the loss does not matter
+    ([1.0, 0.2], [1.0, 0.3], ["max", "min"], True),    # equal accuracy (max), lower loss (min)
+    ([0.0, 0.5], [0.0, 0.5], ["min", "min"], False),   # equal on all: not better (the earliest stays)
+    ([0.0, math.nan], [0.0, 0.5], ["min", "min"], False),
+    ([0.0, 0.5], None, ["min", "min"], True),          # the first validation
+])
+def test_improves_is_decided_by_the_first_value_that_differs(values, best, modes, expected):
+    assert improves(values, best, modes) is expected
+
+
+@pytest.mark.parametrize(("monitor", "mode", "message"), [
+    (["val/wer", "val/loss"], ["min"], "mode lists 1 modes for the 2 monitored keys"),
+    ([], "min", "monitor must be a validation key or a non-empty list"),
+    (["val/wer"], "lowest", "mode must be 'min' or 'max'"),
+])
+def test_monitor_lists_that_do_not_fit_are_refused(monitor, mode, message):
+    with pytest.raises(ValueError, match=message):
+        ranked_monitors(monitor, mode)

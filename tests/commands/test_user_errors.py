@@ -78,6 +78,12 @@ def test_an_unknown_monitor_is_refused_before_any_folder_exists(tmp_path, capsys
     assert "trainer.monitor: 'ten' is never among the validation results" in line and "val/accuracy" in line
     assert main(["train", DIGITS, *QUICK, "callbacks.0.monitor=val/acc", "--exp-dir", str(tmp_path / "run")]) == 2
     assert "did you mean 'val/accuracy'" in one_line(capsys.readouterr().err)
+    # A tie-breaker is checked as the monitored value is, and its modes must fit its keys.
+    assert main(["train", DIGITS, *QUICK, "trainer.monitor=[val/accuracy, val/los]", "--exp-dir", str(tmp_path / "run")]) == 2
+    assert "trainer.monitor.1: 'val/los' is never among the validation results" in one_line(capsys.readouterr().err)
+    assert main(["train", DIGITS, *QUICK, "trainer.monitor=[val/accuracy, val/loss]", "trainer.mode=[max]",
+                 "--exp-dir", str(tmp_path / "run")]) == 2
+    assert "trainer.mode lists 1 modes for the 2 monitored keys" in one_line(capsys.readouterr().err)
     assert not (tmp_path / "run").exists()
 
 

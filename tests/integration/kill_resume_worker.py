@@ -109,7 +109,7 @@ def newest_checkpoint(directory: Path) -> tuple[str, int] | None:
     from cadence.checkpoint.checkpointer import listing
 
     entries = listing(Checkpointer(directory / "checkpoints"))
-    return max(((name, step) for name, step, _ in entries), key=lambda entry: entry[1], default=None)
+    return max(((entry.name, entry.global_step) for entry in entries), key=lambda entry: entry[1], default=None)
 
 
 def train(directory: Path, fsdd_root: Path, max_steps: int, on_fit_start=None) -> dict:

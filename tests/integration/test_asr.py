@@ -32,7 +32,7 @@ def train(recipe: str, directory: Path, *extra: str) -> dict:
 @pytest.fixture(scope="module")
 def ds2_run(tmp_path_factory, fsdd_root):
     directory = tmp_path_factory.mktemp("asr") / "ds2"
-    return directory, train("asr_ds2.yaml", directory)
+    return directory, train("asr_ds2.yaml", directory, "trainer.train_metrics_every=2")
 
 
 def test_ds2_run_reports_error_rates_and_writes_hypotheses(ds2_run):
@@ -86,11 +86,27 @@ def test_character_and_sentencepiece_tokenizers_train_and_travel_in_the_checkpoi
     assert results["test"]["test/cer_reference_characters"] > 0
 
 
+def training_error_rates(directory: Path) -> list[dict]:
+    lines = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
+    return [line for line in lines if "train/wer" in line]
+
+
+def test_text_tasks_score_training_batches_every_n_steps(ds2_run):
+    directory, results = ds2_run
+    scored = training_error_rates(directory)
+    # A WER and CER every 2nd update, of the greedy hypotheses of that update's batch (the
+    # batches in between are not decoded).
+    assert [line["step"] for line in scored] == list(range(2, results["global_step"] + 1, 2))
+    assert all(0 <= line["train/wer"] and 0 <= line["train/cer"] for line in scored)
+    assert all(line["train/wer_reference_words"] >= 2 for line in scored)  # each utterance has 2-7 digits
+
+
 @pytest.mark.parametrize("recipe", ["asr_las.yaml", "asr_tds.yaml"])
 def test_attention_recipes_train_and_decode(recipe, tmp_path, fsdd_root):
-    results = train(recipe, tmp_path / "run", "trainer.max_epochs=1")
+    results = train(recipe, tmp_path / "run", "trainer.max_epochs=1", "trainer.train_metrics_every=1")
     assert results["test"]["test/loss_attention"] > 0 and results["test"]["test/loss_ctc"] > 0
     assert 0 <= results["test"]["test/cer"] and results["test"]["test/wer_reference_words"] > 0
+    assert len(training_error_rates(tmp_path / "run")) == results["global_step"]  # every update scored, greedily
 
 
 def test_asr_recipe_resumes_exactly(tmp_path, fsdd_root, capsys):
