@@ -104,11 +104,12 @@ def results_summary(
     wall_time: float, final_checkpoint: str | None,
 ) -> dict[str, Any]:
     """The summary ``fit`` returns (and ``cadence train`` writes as ``results.json``)."""
-    best = next((entry for entry in state.history if entry["epoch"] == state.best_epoch), {})
+    best = state.best_entry()
     return {
         "monitor": monitor,
         "mode": mode,
         "best_epoch": state.best_epoch,
+        "best_step": state.best_step,
         "best_value": state.best_value,
         "best_validation": {key: value for key, value in best.items() if key not in ("epoch", "step")},
         "test": test_metrics,

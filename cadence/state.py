@@ -19,6 +19,7 @@ class TrainState:
     global_step: int = 0  # optimizer steps taken since the start of training
     best_value: float | None = None  # best value of the trainer's monitored metric
     best_epoch: int | None = None  # 1-based epoch number of the best validation
+    best_step: int | None = None  # global_step of the best validation (inside its epoch: validate_every_steps)
     best_checkpoint: str | None = None  # checkpoint folder name holding the best weights
     should_stop: bool = False  # set by anyone (callbacks, max_steps) to end fit cleanly
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # one entry per validation
@@ -27,6 +28,13 @@ class TrainState:
 
     def state_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def best_entry(self) -> dict[str, Any]:
+        """The history's entry of the best validation (empty before one). Found by its step; a
+        checkpoint from before ``best_step`` was kept validated once an epoch, so by its epoch."""
+        if self.best_step is not None:
+            return next((entry for entry in reversed(self.history) if entry.get("step") == self.best_step), {})
+        return next((entry for entry in reversed(self.history) if entry.get("epoch") == self.best_epoch), {})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Put back a saved state; a field of the wrong type (a damaged or crafted checkpoint) is a
@@ -58,6 +66,7 @@ _FIELD_CHECKS = {
     "global_step": (_count, "an integer >= 0"),
     "best_value": (_optional(lambda value: type(value) in (int, float)), "a number or null"),
     "best_epoch": (_optional(_count), "an integer >= 0 or null"),
+    "best_step": (_optional(_count), "an integer >= 0 or null"),
     "best_checkpoint": (_optional(_checkpoint_name), "a checkpoint folder name or null"),
     "should_stop": (lambda value: type(value) is bool, "true or false"),
     "history": (lambda value: type(value) is list and all(type(entry) is dict for entry in value), "a list of objects"),

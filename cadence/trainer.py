@@ -78,7 +78,13 @@ class Trainer:
         metrics: metrics computed on every validation and test (prefixed ``val/``, ``test/``);
             copies of them also run on training batches, logged every ``train_metrics_every``
             updates (a text task's hypotheses decoded only for those updates: ``StepOutput.decode``).
-        monitor, mode: the validation value that defines the best model ("val/loss", "min").
+        monitor, mode: the validation value that defines the best model ("val/loss", "min");
+            a list (``["val/wer", "val/loss"]``) adds tie-breakers, for validations equal on the first.
+        validate_every_steps: also validate every N updates inside an epoch (the epoch's own
+            validation stays; an epoch's last update is validated once, as the epoch's). These
+            validations count for the best model (saved as a checkpoint at their step) and for
+            early stopping (``on_validation_end``); schedules that decide by the validation score
+            (Newbob, reduce-on-plateau) read the epoch's validation only.
         restore_best: at the end of fit, load the best weights back before testing.
         experiment: where logs, metrics, TensorBoard curves and checkpoints go (optional).
         checkpoint_policy: when checkpoints are saved and which are kept (with an experiment).
@@ -126,6 +132,7 @@ class Trainer:
         monitor: MonitorKeys = "val/loss",
         mode: MonitorModes = "min",
         restore_best: bool = True,
+        validate_every_steps: PositiveInt | None = None,
         train_metrics_every: NonNegativeInt = 0,
         callbacks: Iterable[Callback] = (),
         experiment: Experiment | None = None,
@@ -168,6 +175,7 @@ class Trainer:
         self.monitor, self.mode = self.monitors[0]  # the value the best model, schedules and stopping follow
         self.monitor_setting, self.mode_setting = monitor, mode  # as given (the run's config records them)
         self.restore_best = restore_best
+        self.validate_every_steps = validate_every_steps
         self.callbacks = list(callbacks)
         self.experiment = experiment
         self.log_every = log_every
@@ -278,6 +286,9 @@ class Trainer:
             self.checkpointer.clean_temporary()  # folders of a save killed half-way
         if resume_from is not None:
             self.resume(resume_from)
+        if self.validate_every_steps and val_data is None:
+            raise ConfigError(f"trainer.validate_every_steps is {self.validate_every_steps}, but fit() was given no "
+                              "validation data: give val_data, or leave validate_every_steps unset")
         if self.schedule.needs_scores and val_data is None:
             raise ConfigError(f"the learning-rate schedule decides by the validation score ({self.scheduler_monitor}), "
                               "but fit() was given no validation data: give val_data, or a schedule that needs no scores")
@@ -288,7 +299,6 @@ class Trainer:
         self.call_hook("on_fit_start")
         if self.experiment is not None:
             self.experiment.stop_requests = self.stop_requests  # Experiment.stop() now asks for a clean stop
-        inside_epoch = False  # whether fit leaves an epoch unfinished
         try:
             with self.stop_requests.watching():
                 while state.epoch < self.max_epochs and not self.should_stop():
@@ -302,16 +312,12 @@ class Trainer:
                         self.train_loader.set_epoch(state.epoch)  # the epoch's batch plan (shuffling) follows the state
                     epoch_started = time.perf_counter()
                     if not self.train_epoch():
-                        inside_epoch = True
                         break  # stopped inside the epoch: no validation of a partial epoch
                     self.check_loss_finite()
                     # .item() waits for the device: once per epoch.
                     epoch_logs = {**self.epoch_sums.means("train"), "train/epoch_time_s": time.perf_counter() - epoch_started}
                     if val_data is not None:
-                        metrics = self.validate(val_data)
-                        self.check_validation_loss_finite(metrics)
-                        self.track_best(metrics)
-                        self.call_hook("on_validation_end", metrics)
+                        metrics = self.validation_of_this_step() or self.run_validation()
                         epoch_logs.update(metrics)
                     self.end_schedule_epoch(metrics if val_data is not None else None)
                     self.log_epoch(epoch_logs)
@@ -320,7 +326,7 @@ class Trainer:
                     self.call_hook("on_epoch_end")
                     self.maybe_save("epoch")  # also agrees on the stop requests, before the next epoch
                 self.check_loss_finite()
-                final = self.maybe_save("final", between_epochs=not inside_epoch)
+                final = self.maybe_save("final")
                 self.call_hook("on_fit_end")
         except BaseException as error:
             if self.experiment is not None:
@@ -528,6 +534,8 @@ class Trainer:
             self.check_loss_finite()
             # .item() waits for the device: done once per log_every steps, not per step.
             self.log({"train/loss": self.epoch_sums.window_mean(self.log_every), **self.setting_logs()}, "train")
+        if self.validate_every_steps and state.global_step % self.validate_every_steps == 0 and not last_batch:
+            self.log(self.run_validation(), "val")  # (the epoch's last update: validated as the epoch's)
         self.call_hook("on_batch_end", output)
         save_due = self.agree_on_stop(self.save_is_due("step", last_batch))  # several processes: one collective
         if self.should_stop() and not last_batch:
@@ -661,6 +669,23 @@ class Trainer:
     def validate(self, data: Iterable) -> dict[str, float]:
         return self.evaluate(data, "val")
 
+    def run_validation(self) -> dict[str, float]:
+        """Validate now (at an epoch's end, or every ``validate_every_steps`` updates): the
+        figures, checked finite, recorded for the best model, then given to the callbacks."""
+        metrics = self.validate(self.val_data)
+        self.check_validation_loss_finite(metrics)
+        self.track_best(metrics)
+        self.call_hook("on_validation_end", metrics)
+        return metrics
+
+    def validation_of_this_step(self) -> dict[str, float] | None:
+        """The figures of a validation of these very weights in this epoch, if one ran (a step
+        validation on the last update of an epoch whose length the loop could not know)."""
+        last = self.state.history[-1] if self.state.history else None
+        if last is None or (last["epoch"], last["step"]) != (self.state.epoch + 1, self.state.global_step):
+            return None
+        return {key: value for key, value in last.items() if key not in ("epoch", "step")}
+
     def test(self, data: Iterable) -> dict[str, float]:
         metrics = self.evaluate(data, "test")
         # Non-scalar results (a confusion matrix) go to results.json, not to the curves.
@@ -746,9 +771,9 @@ class Trainer:
         state.history.append({"epoch": epoch_number, "step": state.global_step, **metrics})
         if not improves(values, best, [mode for _, mode in self.monitors]):
             return
-        state.best_value, state.best_epoch = values[0], epoch_number
+        state.best_value, state.best_epoch, state.best_step = values[0], epoch_number, state.global_step
         if self.checkpointer is not None:
-            state.best_checkpoint = checkpoint_name(state.global_step)  # written at the end of this epoch
+            state.best_checkpoint = checkpoint_name(state.global_step)  # saved next (SaveTriggers: improved)
         elif self.restore_best and self.rank == 0 and not self.sharded:  # (the others get rank 0's at the end)
             self._best_weights = {key: tensor.detach().to("cpu", copy=True) for key, tensor in self.task.state_dict().items()}
             self._best_stage = self.stages.state_dict() if self.stages is not None else None
@@ -758,13 +783,14 @@ class Trainer:
         state = self.state
         if state.best_value is None:
             return None
-        best = next((entry for entry in reversed(state.history) if entry["epoch"] == state.best_epoch), {})
+        best = state.best_entry()
         return [state.best_value, *[best.get(key) for key, _ in self.monitors[1:]]]
 
-    def monitored_value_of_last_epoch(self) -> float | None:
-        """The monitored value of the epoch that just ended, if it was validated (between epochs only)."""
+    def monitored_value_here(self) -> float | None:
+        """The monitored value of these very weights, if the last validation was at this step
+        (the epoch's end, or a step validation): what a checkpoint saved now is ranked by."""
         last = self.state.history[-1] if self.state.history else None
-        if last is None or last["epoch"] != self.state.epoch:
+        if last is None or last["step"] != self.state.global_step:
             return None
         return self.metric_value(last, self.monitor)
 
@@ -808,7 +834,9 @@ class Trainer:
             self.task.load_state_dict(self._best_weights)
         else:
             return  # no best weights here (a best checkpoint that is gone was said when it was looked for)
-        self.logger.info("restored the best model: epoch %d, %s = %.6g", self.state.best_epoch, self.monitor, self.state.best_value)
+        state = self.state
+        where = f"epoch {state.best_epoch}" + (f", step {state.best_step}" if state.best_step is not None else "")
+        self.logger.info("restored the best model: %s, %s = %.6g", where, self.monitor, state.best_value)
 
     def end_schedule_epoch(self, metrics: dict[str, float] | None) -> None:
         """Give the schedule the epoch's score (``scheduler_monitor``: loudly missing if the
@@ -958,19 +986,18 @@ class Trainer:
         state = self.state
         return self.saves_checkpoints and self.save_triggers.should_save(
             boundary, global_step=state.global_step, last_batch=last_batch, epochs_completed=state.epoch,
-            improved=state.best_epoch == state.epoch, position=self.position(),
+            improved=state.best_step == state.global_step, position=self.position(),
         )
 
     def maybe_save(
-        self, boundary: Boundary, last_batch: bool = False, between_epochs: bool = True, due: bool | None = None,
+        self, boundary: Boundary, last_batch: bool = False, due: bool | None = None,
     ) -> Path | None:
         """The one place that saves: asks the save triggers at this boundary of the loop
         (:meth:`save_is_due`; ``due`` when the caller asked them already), agreed by every
         process, saves if they say so, then applies retention. At the end of fit, returns the
         checkpoint of this position, saved now or before (None on ranks other than 0). A
-        checkpoint between epochs carries the monitored value of the epoch just validated."""
+        checkpoint of weights just validated carries their monitored value."""
         state = self.state
-        between_epochs = boundary == "epoch" or (boundary == "final" and between_epochs)
         if due is None:
             due = self.agree_on_stop(self.save_is_due(boundary, last_batch))
         if not due:
@@ -979,7 +1006,7 @@ class Trainer:
             return None
         self.check_loss_finite()
         self.check_weights_finite()  # a diverged model is never saved
-        return self.save_checkpoint(monitor_value=self.monitored_value_of_last_epoch() if between_epochs else None)
+        return self.save_checkpoint(monitor_value=self.monitored_value_here())
 
     def check_weights_finite(self) -> None:
         """Stop with an error when a weight is NaN or infinite (the step after the last finite
@@ -998,7 +1025,7 @@ class Trainer:
         value = metrics.get("val/loss")
         if value is None or math.isfinite(value) or self.evaluated_batches == 0:
             return  # finite, or NaN because the validation data gave no batch (nothing to judge)
-        raise diverged(f"the validation loss is {value} after epoch {self.state.epoch + 1} (step {self.state.global_step}): "
+        raise diverged(f"the validation loss is {value} in epoch {self.state.epoch + 1} (step {self.state.global_step}): "
                        "the model diverged; nothing was saved after it")
 
     def check_loss_finite(self) -> None:

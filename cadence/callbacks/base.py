@@ -18,10 +18,12 @@ The whole training loop lives in :meth:`cadence.trainer.Trainer.fit`; this is it
             output.loss.backward()
             on_after_backward           # gradient checks; clipping follows right after
             schedule.before_update, optimizer step, schedule.after_update, global_step += 1
+            every validate_every_steps updates (not the epoch's last): metrics = validate(val_data),
+                                        # the best model tracked, on_validation_end(metrics), logged
             on_batch_end(output)        # logging, step-interval work
             if should_stop() and this is not the epoch's last batch: leave fit's loop
-            maybe_save("step")          # checkpoint.every_steps / every_minutes; on the epoch's
-                                        # last batch it waits for the epoch's save below
+            maybe_save("step")          # checkpoint.every_steps / every_minutes, a new best; on the
+                                        # epoch's last batch it waits for the epoch's save below
         metrics = validate(val_data)    # then the best model is tracked
         on_validation_end(metrics)      # early stopping
         schedule.end_epoch(score)       # Newbob's and plateau's score; a per-epoch PyTorch schedule steps

@@ -12,7 +12,9 @@ from cadence.registry import CALLBACKS
 
 @CALLBACKS.register("early_stopping")
 class EarlyStopping(Callback):
-    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` validations.
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` validations
+    (each epoch's, and those every ``trainer.validate_every_steps`` updates: a stop may then come
+    inside an epoch).
 
     ``monitor``/``mode`` default to the trainer's own, so that the model kept as best and the
     one that decides stopping agree. The best weights themselves are kept by the trainer
@@ -62,8 +64,8 @@ class EarlyStopping(Callback):
             self.stopped_epoch = trainer.state.epoch
             trainer.state.should_stop = True
             trainer.logger.info(
-                "early stopping at epoch %d: %s has not improved for %d validations (best %.6g)",
-                trainer.state.epoch + 1, self.monitor, self.bad_validations, self.best,
+                "early stopping in epoch %d (step %d): %s has not improved for %d validations (best %.6g)",
+                trainer.state.epoch + 1, trainer.state.global_step, self.monitor, self.bad_validations, self.best,
             )
 
     def state_dict(self) -> dict[str, Any]:

@@ -124,9 +124,10 @@ class CheckpointPolicy:
 class SaveTriggers:
     """Decides, at each boundary of the loop, whether the Trainer saves a checkpoint now.
 
-    The rules: after a step, every ``every_steps`` steps or ``every_minutes`` minutes; a step
-    save that falls due on the epoch's last batch waits for the epoch's end (after its
-    validation), so that the checkpoint holds the finished epoch. After an epoch, every
+    The rules: after a step, every ``every_steps`` steps or ``every_minutes`` minutes, or on a
+    new best found by a validation inside the epoch; a step save that falls due on the epoch's
+    last batch waits for the epoch's end (after its validation), so that the checkpoint holds
+    the finished epoch. After an epoch, every
     ``every_epochs`` epochs, on a new best, or when a step save is waiting. At the end of
     fit, unless the last save was of this very position. The Trainer reports each save
     with :meth:`saved`.
@@ -148,8 +149,8 @@ class SaveTriggers:
         self, boundary: Boundary, *, global_step: int = 0, last_batch: bool = False, epochs_completed: int = 0,
         improved: bool = False, position: tuple[int, int] | None = None,
     ) -> bool:
-        if boundary == "step":
-            due = self.policy.is_due_after_step(global_step, time.monotonic() - self.last_saved_at)
+        if boundary == "step":  # improved: a validation inside the epoch (validate_every_steps) found a new best
+            due = self.policy.is_due_after_step(global_step, time.monotonic() - self.last_saved_at) or improved
             if due and last_batch:
                 self.waiting_for_epoch_end = True
                 return False

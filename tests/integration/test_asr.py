@@ -111,7 +111,8 @@ def test_attention_recipes_train_and_decode(recipe, tmp_path, fsdd_root):
 
 def test_asr_recipe_resumes_exactly(tmp_path, fsdd_root, capsys):
     # Scheduled sampling draws random numbers inside the step: a resumed run must draw the same.
-    overrides = [*TINY_DATA, *TINY_MODELS["asr_las.yaml"], "task.scheduled_sampling=0.3"]
+    # Validations every 2 updates: the run is stopped at step 3, between two of them.
+    overrides = [*TINY_DATA, *TINY_MODELS["asr_las.yaml"], "task.scheduled_sampling=0.3", "trainer.validate_every_steps=2"]
     assert main(["verify-resume", str(RECIPES / "asr_las.yaml"), *overrides, "--steps", "5"]) == 0
     assert json.loads(capsys.readouterr().out)["identical"]
 
