@@ -27,26 +27,13 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from timing import timed  # benchmarks/timing.py, beside this script
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 RECIPE = REPOSITORY / "recipes" / "fsdd" / "asr_ds2.yaml"
 TARGET_TRAIN_WER_SHARE = 0.05
-
-
-def timed(instance, name: str, spent: list[float]) -> None:
-    """Replace ``instance.name`` by a wrapper that appends each call's seconds to ``spent``."""
-    method = getattr(instance, name)
-
-    def wrapper(*arguments, **options):
-        started = time.perf_counter()
-        try:
-            return method(*arguments, **options)
-        finally:
-            spent.append(time.perf_counter() - started)
-
-    setattr(instance, name, wrapper)
 
 
 def one_epoch(seed: int, overrides: list[str], root: Path) -> dict:

@@ -30,9 +30,10 @@ import threading
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from cadence.errors import StorageError
+from cadence.loggers.base import MetricLogger
 from cadence.runtime.files import (
     config_hash, open_for_append, refuse_symlink, storage_error, strict_json, to_yaml, write_bytes_atomic,
     write_json_atomic, writing,
@@ -60,11 +61,13 @@ class Experiment:
     ``entry_point``: the file the run started from, copied into ``code/`` (a command passes
     its recipe; by default, the calling script). ``notes``: what a command adds to the run's
     provenance record (``cadence resume`` its overrides and the changes they make).
+    ``loggers``: trackers that get every logged value too (:mod:`cadence.loggers`: CSV, MLflow,
+    a user's own), driven through the hooks of :class:`~cadence.loggers.base.MetricLogger`.
     """
 
     def __init__(
         self, directory: str | Path, tensorboard: bool = True, entry_point: str | Path | None = None,
-        notes: dict[str, Any] | None = None,
+        notes: dict[str, Any] | None = None, loggers: Sequence[MetricLogger] = (),
     ):
         self.directory = Path(directory).resolve()
         self.entry_point = Path(entry_point) if entry_point is not None else None
@@ -96,6 +99,16 @@ class Experiment:
                 self._metrics_file.close()
                 remove_handler(self._log_handler)
                 raise
+        self.loggers = list(loggers)
+        try:
+            for each in self.loggers:
+                each.open(self.directory)
+        except BaseException:
+            if self._tensorboard is not None:
+                self._tensorboard.close()
+            self._metrics_file.close()
+            remove_handler(self._log_handler)
+            raise
         self.stopped = False
         # The status lock, held from the start of a fit to stop() (None: no fit started here).
         self._status_lock = None
@@ -128,12 +141,18 @@ class Experiment:
             with self._writing(self.tensorboard_directory):
                 for name, value in values.items():
                     self._tensorboard.add_scalar(name, value, global_step=step)
+        for each in self.loggers:
+            each.log_metrics(values, step=step, epoch=epoch, split=split)
 
     def log_text(self, tag: str, text: str, step: int) -> None:
         """A text sample in TensorBoard (Markdown is rendered), e.g. hypotheses against references."""
-        if self._tensorboard is not None and not self.stopped:
+        if self.stopped:
+            return
+        if self._tensorboard is not None:
             with self._writing(self.tensorboard_directory):
                 self._tensorboard.add_text(tag, text, global_step=step)
+        for each in self.loggers:
+            each.log_text(tag, text, step)
 
     @contextlib.contextmanager
     def _writing(self, path: Path) -> Iterator[None]:
@@ -184,6 +203,8 @@ class Experiment:
                 "resumed_from": str(resumed_from) if resumed_from is not None else None, **self.notes,
             }
         self.write_json("provenance.json", provenance)
+        for each in self.loggers:
+            each.start(config, resumed=continued)
         release(self._status_lock)  # a second fit with this experiment: marked again
         self._status_lock = mark_running(self.directory)
         self._marked_running = True
@@ -193,14 +214,22 @@ class Experiment:
         ``stopped`` on a stop request, ``crashed`` on any other error. A finished run is marked
         with its results; nothing is written when no fit started here."""
         if error is not None and self._marked_running and not self.stopped:
+            status, note = ending_of(error)
             try:
-                mark_ended(self.directory, *ending_of(error))
+                mark_ended(self.directory, status, note)
             except StorageError:
                 pass  # the error on its way up says more; unmarked, the folder reads as crashed once the lock is dropped
+            for each in self.loggers:
+                try:
+                    each.finish(status)
+                except Exception as failure:  # the run's own error, on its way up, matters more
+                    self.logger.warning("%s could not record that the run %s: %s", type(each).__name__, status, failure)
 
     def write_results(self, results: dict[str, Any]) -> Path:
         path = self.write_json("results.json", results)
         mark_ended(self.directory, "finished")
+        for each in self.loggers:
+            each.finish("finished")
         return path
 
     def write_json(self, name: str, content: Any) -> Path:
@@ -229,6 +258,8 @@ class Experiment:
             with self._writing(self.tensorboard_directory):
                 self._tensorboard.close()
             self._tensorboard = _summary_writer(self.tensorboard_directory, purge_step=global_step + 1)
+        for each in self.loggers:
+            each.rewind(global_step)
 
     def stop(self) -> None:
         """Flush and close every writer; safe to call twice.
@@ -257,6 +288,13 @@ class Experiment:
             self._metrics_file.close()  # flushes what a failed write left in the buffer
         except OSError as error:
             failures.append(storage_error(self._metrics_path, error))
+        for each in self.loggers:
+            try:
+                each.close()
+            except StorageError as error:
+                failures.append(error)
+            except OSError as error:
+                failures.append(storage_error(self.directory, error))
         remove_handler(self._log_handler)
         failures.append(self._log_handler_failure())
         release(self._status_lock)

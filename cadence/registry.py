@@ -278,3 +278,5 @@ CALLBACKS = Registry("callback", "CALLBACKS")
 STAGE_FUNCTIONS = Registry("stage function", "STAGE_FUNCTIONS")
 # What a self-supervised worker learns to predict, computed from the clean batch (cadence.tasks.pase).
 LABELLERS = Registry("labeller", "LABELLERS", injected=("sample_rate", "stride"))
+# Where a run's figures go besides metrics.jsonl and TensorBoard: experiment.loggers (cadence.loggers).
+LOGGERS = Registry("experiment logger", "LOGGERS")

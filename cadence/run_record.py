@@ -31,7 +31,7 @@ import torch
 
 from cadence.checkpoint.rng import last_seed
 from cadence.construction import bundle_of, construction_of
-from cadence.registry import CALLBACKS, DATASETS, FEATURES, METRICS, MODELS, OPTIMIZERS, SCHEDULERS, TASKS, Registry
+from cadence.registry import CALLBACKS, DATASETS, FEATURES, LOGGERS, METRICS, MODELS, OPTIMIZERS, SCHEDULERS, TASKS, Registry
 from cadence.registry import schema_from_signature
 from cadence.runtime.files import config_hash
 from cadence.runtime.logs import get_logger
@@ -227,8 +227,14 @@ class _Recipe:
             "initialization": [], "preload": [], "freeze": [], "stages": [],
             "trainer": self.trainer_section(trainer),
             "checkpoint": self.settings("checkpoint", trainer.checkpoint_policy),
-            "experiment": {"root": str(experiment.directory.parent), "tensorboard": experiment.tensorboard_enabled},
+            "experiment": {"root": str(experiment.directory.parent), "loggers": self.loggers(experiment)},
         }
+
+    def loggers(self, experiment: Any) -> list[Any]:
+        """``experiment.loggers``: tensorboard (the experiment's own writer), then each tracker."""
+        first = 1 if experiment.tensorboard_enabled else 0
+        trackers = [self.component(f"experiment.loggers.{first + index}", each, LOGGERS) for index, each in enumerate(experiment.loggers)]
+        return ["tensorboard"] * first + trackers
 
     def seed(self, bundle: Any) -> int:
         """The recipe's one seed: the data builder's, which must agree with seed_everything's."""

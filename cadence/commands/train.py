@@ -22,7 +22,7 @@ from typing import Any
 from cadence.checkpoint.checkpointer import Checkpointer, find_checkpoint
 from cadence.checkpoint.format import load_checkpoint
 from cadence.checkpoint.rng import seed_everything
-from cadence.config.build import build, import_user_modules
+from cadence.config.build import build, build_loggers, import_user_modules
 from cadence.config.rebuild import import_saved_modules
 from cadence.config.resolve import ResolvedRecipe, resolve
 from cadence.config.schema import RecipeConfig, apply_overrides, load_recipe, load_yaml, validate_recipe
@@ -79,7 +79,8 @@ def train_recipe(recipe: str | Path, overrides: list[str] = (), exp_dir: str | P
     prepare_run(resolved)
     experiment = None
     try:
-        experiment = Experiment(directory, tensorboard=config.experiment.tensorboard, entry_point=recipe)
+        experiment = Experiment(directory, tensorboard=config.experiment.uses_tensorboard, entry_point=recipe,
+                                loggers=build_loggers(resolved))
         built = build(resolved, experiment)
     except BaseException:
         # Nothing was trained (a component refused its values, the disk is full, Ctrl-C):
@@ -167,7 +168,7 @@ def remove_unfinished(experiment: Experiment | None, directory: Path, created: P
 # changing them at resume keeps the result exact.
 RESUME_SAFE_KEYS = (
     "trainer.max_epochs", "trainer.max_steps", "trainer.progress_bar", "trainer.log_every",
-    "data.num_workers", "experiment.tensorboard", "checkpoint.",
+    "data.num_workers", "experiment.tensorboard", "experiment.loggers", "checkpoint.",
 )
 
 
@@ -227,7 +228,7 @@ def resume_experiment(
         "overrides": list(overrides), "changes": [{"key": key, "saved": old, "new": new} for key, old, new in changes],
         "exact": not unsafe,
     }
-    experiment = Experiment(directory, tensorboard=config.experiment.tensorboard, notes=notes)
+    experiment = Experiment(directory, tensorboard=config.experiment.uses_tensorboard, notes=notes, loggers=build_loggers(resolved))
     try:
         built = build(resolved, experiment, from_scratch=False)
         logger.info("resuming experiment %s from %s%s", directory, start, f" with changes: {described}" if changes else "")

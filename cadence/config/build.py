@@ -86,6 +86,15 @@ def _instantiate(recipe: ResolvedRecipe, path: str, facts: dict[str, Any], **obj
         return component.registry.get(component.name)(**arguments)
 
 
+def build_loggers(recipe: ResolvedRecipe) -> list[Any]:
+    """The recipe's ``experiment.loggers`` other than tensorboard (the Experiment's own writer)."""
+    loggers = []
+    for logger in recipe.loggers:
+        with building(f"{logger.path} ({logger.name})"):
+            loggers.append(logger.registry.get(logger.name)(**logger.arguments({})))
+    return loggers
+
+
 @contextlib.contextmanager
 def building(what: str) -> Iterator[None]:
     """Any exception a component raises while it is built becomes one :class:`ConfigError` line

@@ -12,6 +12,7 @@ name into the registries before a recipe is resolved.
 | ``METRICS`` | ``accuracy``, ``precision``, ``recall``, ``f1``, ``confusion_matrix``, ``wer``, ``cer``, ``frame_accuracy`` |
 | ``CALLBACKS`` | ``early_stopping``, ``weight_noise`` |
 | ``STAGE_FUNCTIONS`` | ``realign`` (:mod:`cadence.realignment`) |
+| ``LOGGERS`` | ``csv``, ``mlflow`` (:mod:`cadence.loggers`; ``tensorboard`` in ``experiment.loggers`` is the experiment's own writer) |
 | ``LABELLERS`` | ``waveform``, ``lps``, ``fbank``, ``mfcc``, ``gammatone`` (each also ``_long``), ``prosody`` (:mod:`cadence.data.labellers`); ``lim``, ``gim`` (:mod:`cadence.tasks.info_max`) |
 """
 
@@ -27,6 +28,7 @@ import cadence.data.labellers  # noqa: F401
 import cadence.data.normalization  # noqa: F401
 import cadence.data.spec_augment  # noqa: F401
 import cadence.data.speed_perturbation  # noqa: F401
+import cadence.loggers  # noqa: F401
 import cadence.metrics  # noqa: F401
 import cadence.models.cnn_classifier  # noqa: F401
 import cadence.models.deepspeech2  # noqa: F401

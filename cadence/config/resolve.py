@@ -31,7 +31,9 @@ from cadence.config import components  # noqa: F401  (registers the built-in com
 from cadence.config.schema import ComponentConfig, RecipeConfig, format_validation_error
 from cadence.config.stages import resolve_stages
 from cadence.errors import ConfigError
-from cadence.registry import CALLBACKS, DATASETS, FEATURES, METRICS, MODELS, OPTIMIZERS, SCHEDULERS, TASKS, Registry
+from cadence.registry import (
+    CALLBACKS, DATASETS, FEATURES, LOGGERS, METRICS, MODELS, OPTIMIZERS, SCHEDULERS, TASKS, Registry,
+)
 from cadence.run_record import settings_section_schema, trainer_section_schema
 from cadence.runtime.process import PROCESS_SETTINGS
 from cadence.trainer import Trainer
@@ -44,6 +46,8 @@ REGISTRIES: dict[str, Registry] = {
     "data": DATASETS, "features": FEATURES, "model": MODELS, "task": TASKS, "optimizer": OPTIMIZERS,
     "scheduler": SCHEDULERS, "metrics": METRICS, "callbacks": CALLBACKS,
 }
+# Components inside a section: experiment.loggers (tensorboard, the experiment's own writer, is not one).
+NESTED_REGISTRIES: dict[str, Registry] = {"loggers": LOGGERS}
 # Sections whose "mode" follows the trainer's (a plateau schedule, early stopping); elsewhere a
 # parameter called mode means something else (e.g. normalization's utterance or global).
 FOLLOW_TRAINER_MODE = ("scheduler", "callbacks")
@@ -61,7 +65,7 @@ class ResolvedComponent:
 
     @property
     def registry(self) -> Registry:
-        return REGISTRIES[self.section]
+        return REGISTRIES.get(self.section) or NESTED_REGISTRIES[self.section]
 
     def arguments(self, facts: dict[str, Any]) -> dict[str, Any]:
         """The constructor's arguments: the parameters, and the facts for those the recipe left out."""
@@ -96,6 +100,7 @@ class ResolvedRecipe:
     trainer: dict[str, Any]  # the trainer section, validated: Trainer arguments and process settings
     checkpoint: dict[str, Any]  # CheckpointPolicy's arguments
     stages: list[ResolvedRecipe] = dataclasses.field(default_factory=list)  # each stage's recipe, resolved
+    loggers: list[ResolvedComponent] = dataclasses.field(default_factory=list)  # experiment.loggers but tensorboard
 
     def items(self, section: str) -> list[ResolvedComponent]:
         """The components of a list section (``metrics``, ``callbacks``, a list of ``features``), in order."""
@@ -123,6 +128,8 @@ class ResolvedRecipe:
                 resolved[section][int(index)] = {"name": component.name, **component.resolved(facts)}
             else:  # a section: the recipe's keys in the recipe's order, then the rest
                 resolved[section] = {**resolved[section], **component.resolved(facts)}
+        for logger in self.loggers:  # experiment.loggers.N
+            resolved["experiment"]["loggers"][int(logger.path.rsplit(".", 1)[1])] = {"name": logger.name, **logger.resolved(facts)}
         # A schedule is by epochs or by steps: the other form's null is left out.
         resolved["schedules"] = {key: {name: value for name, value in schedule.items() if value is not None}
                                  for key, schedule in resolved["schedules"].items()}
@@ -143,11 +150,13 @@ def resolve(config: RecipeConfig) -> ResolvedRecipe:
                 components[f"{section}.{index}"] = _resolve_component(section, f"{section}.{index}", item)
         elif value is not None:
             components[section] = _resolve_component(section, section, value)
-    return ResolvedRecipe(config, components, dict(trainer), dict(checkpoint), resolve_stages(config, resolve))
+    loggers = [_resolve_component("loggers", f"experiment.loggers.{index}", logger)
+               for index, logger in enumerate(config.experiment.loggers) if logger.name != "tensorboard"]
+    return ResolvedRecipe(config, components, dict(trainer), dict(checkpoint), resolve_stages(config, resolve), loggers)
 
 
 def _resolve_component(section: str, path: str, component: ComponentConfig) -> ResolvedComponent:
-    registry = REGISTRIES[section]
+    registry = REGISTRIES.get(section) or NESTED_REGISTRIES[section]
     registry.get(component.name, f"{path}.name")
     given = component.parameters()
     fields = registry.schema(component.name).model_fields

@@ -46,6 +46,13 @@ class SectionConfig(pydantic.BaseModel):
         return dict(self.model_extra or {})
 
 
+def names_to_components(value: Any) -> Any:
+    """A list of components may name them: ``[accuracy, f1]`` is ``[{name: accuracy}, {name: f1}]``."""
+    if isinstance(value, list):
+        return [{"name": item} if isinstance(item, str) else item for item in value]
+    return value
+
+
 class ComponentConfig(SectionConfig):
     """``{name: registered_name, ...parameters}``: the parameters of the component registered as ``name``."""
 
@@ -72,7 +79,32 @@ class StageConfig(pydantic.BaseModel):
 class ExperimentConfig(pydantic.BaseModel):
     model_config = Strict
     root: str = "runs"
-    tensorboard: bool = True
+    # Where the run's figures go besides metrics.jsonl (always written): "tensorboard" (the
+    # experiment's own writer), "csv", "mlflow" ({name: mlflow, tracking_uri: ...}), or a logger
+    # registered under LOGGERS (cadence.loggers).
+    loggers: list[ComponentConfig] = [ComponentConfig(name="tensorboard")]
+    # Recipes from before experiment.loggers: false takes tensorboard out of the list, true puts
+    # it in; folded into loggers here, so that loggers is the one place that says.
+    tensorboard: bool | None = pydantic.Field(default=None, exclude=True)
+
+    @pydantic.field_validator("loggers", mode="before")
+    @classmethod
+    def _logger_names(cls, value: Any) -> Any:
+        return names_to_components(value)  # [tensorboard, csv]
+
+    @pydantic.model_validator(mode="after")
+    def _fold_tensorboard(self) -> ExperimentConfig:
+        if self.tensorboard is not None:
+            others = [logger for logger in self.loggers if logger.name != "tensorboard"]
+            self.loggers = [ComponentConfig(name="tensorboard"), *others] if self.tensorboard else others
+            self.tensorboard = None
+        if any(logger.name == "tensorboard" and logger.parameters() for logger in self.loggers):
+            raise ValueError("loggers: tensorboard takes no options (its curves go to EXP_DIR/tensorboard)")
+        return self
+
+    @property
+    def uses_tensorboard(self) -> bool:
+        return any(logger.name == "tensorboard" for logger in self.loggers)
 
 
 class RecipeConfig(pydantic.BaseModel):
@@ -109,10 +141,7 @@ class RecipeConfig(pydantic.BaseModel):
     @pydantic.field_validator("metrics", mode="before")
     @classmethod
     def _metric_names(cls, value: Any) -> Any:
-        # "metrics: [accuracy, f1]" is shorthand for "[{name: accuracy}, {name: f1}]".
-        if isinstance(value, list):
-            return [{"name": item} if isinstance(item, str) else item for item in value]
-        return value
+        return names_to_components(value)  # [accuracy, f1]
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""A user's own model, metric and callback, registered in their own file and listed under
+"""A user's own model, metric, callback and logger, registered in their own file and listed under
 ``imports:``, train a real FSDD run through ``cadence train`` with no change to cadence."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from cadence.checkpoint.format import load_checkpoint
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 USER_MODULE = '''
-"""The user's file: one model, one metric, one callback, each registered under a name of theirs."""
+"""The user's file: one model, one metric, one callback, one logger, each registered under a name of theirs."""
 import json
 from pathlib import Path
 
@@ -26,7 +26,8 @@ from torch import nn
 
 from cadence import Callback
 from cadence.metrics.base import Metric
-from cadence.registry import CALLBACKS, METRICS, MODELS
+from cadence.loggers import MetricLogger
+from cadence.registry import CALLBACKS, LOGGERS, METRICS, MODELS
 
 
 @MODELS.register("user_mean_pool")
@@ -70,18 +71,38 @@ class EpochLog(Callback):
     def on_validation_end(self, trainer, metrics):
         with self.path.open("a") as handle:
             handle.write(json.dumps({"epoch": trainer.state.epoch, "accuracy": metrics["val/accuracy"]}) + "\\n")
+
+
+@LOGGERS.register("user_tracker")
+class Tracker(MetricLogger):
+    """Sends every logged line to "the lab's tracker": a file of its own here."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+
+    def start(self, config, resumed):
+        self.path.write_text(json.dumps({"run": config["name"]}) + "\\n")
+
+    def log_metrics(self, values, step, epoch, split):
+        with self.path.open("a") as handle:
+            handle.write(json.dumps({"step": step, "split": split, **values}) + "\\n")
+
+    def finish(self, status):
+        with self.path.open("a") as handle:
+            handle.write(json.dumps({"ended": status}) + "\\n")
 '''
 
 
 def test_a_users_model_metric_and_callback_from_imports_train_a_real_run(tmp_path, fsdd_root):
     (tmp_path / "user_parts.py").write_text(textwrap.dedent(USER_MODULE))
     recipe = yaml.safe_load((REPOSITORY / "recipes" / "fsdd" / "digits.yaml").read_text())
-    log = tmp_path / "epochs.jsonl"
+    log, tracked = tmp_path / "epochs.jsonl", tmp_path / "tracker.jsonl"
     recipe.update({
         "imports": ["user_parts.py"],  # relative to the recipe
         "model": {"name": "user_mean_pool"},
         "metrics": ["accuracy", "user_count"],
         "callbacks": [{"name": "user_epoch_log", "path": str(log)}],
+        "experiment": {"loggers": ["tensorboard", {"name": "user_tracker", "path": str(tracked)}]},
         "trainer": {**recipe["trainer"], "max_epochs": 2, "progress_bar": False},
     })
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
@@ -98,6 +119,11 @@ def test_a_users_model_metric_and_callback_from_imports_train_a_real_run(tmp_pat
     epochs = [json.loads(line) for line in log.read_text().splitlines()]
     assert [entry["epoch"] for entry in epochs] == [0, 1]  # trainer.state.epoch counts from 0
     assert epochs[results["best_epoch"] - 1]["accuracy"] == results["best_validation"]["val/accuracy"]
+    # The user's logger got the run's name, every line metrics.jsonl holds, and how the run ended.
+    lines = [json.loads(line) for line in tracked.read_text().splitlines()]
+    assert lines[0] == {"run": recipe["name"]} and lines[-1] == {"ended": "finished"}
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(line["step"], line["split"]) for line in lines[1:-1]] == [(line["step"], line["split"]) for line in logged]
     # The model trained is the user's: its own parameter names are in the final checkpoint.
     state, _ = load_checkpoint(Path(results["final_checkpoint"]))
     assert sorted(state["task"]) == ["model.user_linear.bias", "model.user_linear.weight"]
