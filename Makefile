@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --constraint constraints.txt
 
-.PHONY: train test bench install clean
+.PHONY: train test bench install clean browser
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,15 @@ install: $(INSTALLED)
 train: $(INSTALLED)
 	$(BIN)/cadence train recipes/fsdd/digits.yaml
 
+# The report test opens a page in a real headless browser: Chromium from the distribution's
+# packages, installed once when missing (as root; apt's lists fetched first).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ apt-get update -q && apt-get install -y -q chromium; } || \
+	{ echo "error: the report test needs Chromium: install the chromium package" >&2; exit 1; }
+
 # The test suite; "no tests collected" (pytest's exit code 5) counts as a failure.
-test: $(INSTALLED)
+test: $(INSTALLED) browser
 	$(BIN)/python -m pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "error: no tests were collected" >&2; exit 1; fi; exit $$status
 

@@ -4,6 +4,8 @@
     cadence resume EXP_DIR [key=value ...] [--from CHECKPOINT] [--allow-config-change] [--trust-code]
     cadence eval EXP_DIR_OR_CHECKPOINT [--split test] [--device auto] [--trust-code]
     cadence transcribe EXP_DIR_OR_CHECKPOINT AUDIO... [--device cpu] [--trust-code]
+    cadence export EXP_DIR_OR_CHECKPOINT --format torchscript|onnx [--out DIR] [--trust-code]
+    cadence report EXP_DIR [EXP_DIR ...] [--out DIR]
     cadence verify-resume RECIPE.yaml [key=value ...] [--steps N] [--interrupt-at K]
     cadence ls [RUNS_DIR] [--json]
     cadence compare RUN RUN ... [--json]
@@ -94,13 +96,22 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", dest="checkpoint_override", metavar="CHECKPOINT", help="a checkpoint folder, in place of the newest")
     evaluate.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
 
+    report = commands.add_parser("report", help="an HTML page of runs: curves, validation history, errors, provenance")
+    report.add_argument("runs", nargs="+", metavar="EXP_DIR", help="one run folder, or several to overlay")
+    report.add_argument("--out", help="the folder to write report.html and figures/ into (default, for one run: EXP_DIR/report)")
+
+    export = commands.add_parser("export", help="write the model with its feature front-end as TorchScript or ONNX")
+    export.add_argument("checkpoint", metavar="EXP_DIR_OR_CHECKPOINT", help="an experiment folder (its best valid checkpoint) or a checkpoint folder")
+    export.add_argument("--format", choices=("torchscript", "onnx"), required=True, help="torchscript (torch.jit.load) or onnx (onnxruntime)")
+    export.add_argument("--out", help="the folder to write (default: EXP_DIR/export)")
+
     transcribe = commands.add_parser("transcribe", help="print the text of audio files (one JSON line each)")
     transcribe.add_argument("checkpoint", metavar="EXP_DIR_OR_CHECKPOINT", help="an experiment folder (its best valid checkpoint) or a checkpoint folder")
     transcribe.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files (any rate: resampled to the model's)")
     transcribe.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")
-    for command in (evaluate, transcribe):
+    for command in (evaluate, transcribe, export):
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    for command in (resume, evaluate, transcribe):
+    for command in (resume, evaluate, transcribe, export):
         command.add_argument(
             "--trust-code", action="store_true",
             help="import the Python modules the run's config names from the folder's code/ (read them first: "
@@ -231,6 +242,21 @@ def run_transcribe(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def run_report(arguments: argparse.Namespace) -> int:
+    from cadence.commands.report import write_report
+
+    page = write_report(arguments.runs, arguments.out)
+    print(strict_json({"report": str(page), "figures": sorted(str(path) for path in (page.parent / "figures").glob("*.png"))}, indent=2))
+    return 0
+
+
+def run_export(arguments: argparse.Namespace) -> int:
+    from cadence.commands.export import export_model
+
+    print(strict_json(export_model(arguments.checkpoint, arguments.format, arguments.out, arguments.trust_code), indent=2))
+    return 0
+
+
 def run_ls(arguments: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -297,7 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         arguments.overrides.extend(extras)
     handlers = {
         "train": run_train, "resume": run_resume, "eval": run_eval, "transcribe": run_transcribe,
-        "verify-resume": run_verify_resume, "data": run_data, "ls": run_ls, "compare": run_compare,
+        "verify-resume": run_verify_resume, "data": run_data, "ls": run_ls, "compare": run_compare, "export": run_export,
+        "report": run_report,
     }
     setup_console_logging(logging.WARNING)  # warnings say WARNING:, whichever the command (train shows INFO too)
     try:

@@ -23,7 +23,7 @@ from cadence.errors import ConfigError
 from cadence.run_status import STATUS_FILE, read_status
 from cadence.runtime.files import read_json_object
 
-__all__ = ["compare_runs", "config_differences", "format_table", "list_runs", "summarize_run"]
+__all__ = ["compare_runs", "config_differences", "format_table", "list_runs", "read_config", "summarize_run"]
 
 RUN_MARKERS = (STATUS_FILE, "results.json", "config.yaml", "provenance.json")
 MISSING = "-"
@@ -47,7 +47,7 @@ def find_runs(root: Path) -> list[Path]:
     return found
 
 
-def _config(directory: Path) -> dict[str, Any]:
+def read_config(directory: Path) -> dict[str, Any]:
     try:
         content = yaml.safe_load((directory / "config.yaml").read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
@@ -64,7 +64,7 @@ def _number(value: Any) -> str:
 def summarize_run(directory: Path) -> dict[str, Any]:
     """What ``cadence ls`` shows of one run, as plain values."""
     directory = Path(directory)
-    status, results, config = read_status(directory), read_json_object(directory / "results.json"), _config(directory)
+    status, results, config = read_status(directory), read_json_object(directory / "results.json"), read_config(directory)
     monitor = results.get("monitor") or (config.get("trainer") or {}).get("monitor")
     test = results.get("test") or {}
     # The test figure of the monitored metric (val/wer -> test/wer), else the test loss.
@@ -161,7 +161,7 @@ def compare_runs(directories: list[str | Path]) -> dict[str, Any]:
         "runs": [summarize_run(path) for path in paths],
         "figures": {key: [(result.get("best_validation") or {}).get(key, (result.get("test") or {}).get(key))
                           for result in results] for key in figures},
-        "config_differences": config_differences([_config(path) for path in paths]),
+        "config_differences": config_differences([read_config(path) for path in paths]),
     }
 
 

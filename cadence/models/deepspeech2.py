@@ -50,10 +50,10 @@ from typing import Literal
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from cadence.bounds import NonNegativeInt, OddInt, PositiveInt, Probability, ProperFraction
 from cadence.models.masking import MaskedBatchNorm1d, MaskedBatchNorm2d, check_feature_shape, valid_frames
+from cadence.models.recurrent import run_recurrent
 from cadence.models.stochastic_depth import checked_drop_probability, passed_over
 from cadence.registry import MODELS
 
@@ -137,6 +137,9 @@ class DeepSpeech2(nn.Module):
                 f"set bidirectional: false or lookahead: 0 (got lookahead={lookahead}, bidirectional={bidirectional})"
             )
         self.bidirectional = bidirectional
+        # False: the recurrent layers read the padded batch without a PackedSequence, which
+        # torch.export and ONNX cannot trace (cadence export sets it; the outputs are the same).
+        self.packed_sequences = True
         # Clipped ReLU as in the paper: keeps activations bounded, which helps recurrent layers.
         self.activation = nn.Hardtanh(0.0, 20.0) if activation == "hardtanh" else nn.ReLU()
 
@@ -226,8 +229,6 @@ class DeepSpeech2(nn.Module):
         batch, channels, bins, frames = hidden.shape
         hidden = hidden.reshape(batch, channels * bins, frames)  # [B, C*F', T']
         mask = valid_frames(lengths, frames)  # [B, 1, T']
-        # pack_padded_sequence wants the lengths on the CPU: a host/device sync on accelerators.
-        cpu_lengths = lengths.cpu()
         dropped = self.dropped_layers()
         for layer, recurrent in enumerate(self.recurrent_layers):
             if layer in dropped:  # skipped for this batch: its input ([B, H, T'], its output's size) passes on
@@ -235,9 +236,7 @@ class DeepSpeech2(nn.Module):
                 continue
             if layer > 0:
                 hidden = self.dropout(self.recurrent_norms[layer - 1](hidden, mask))
-            packed = pack_padded_sequence(hidden.transpose(1, 2), cpu_lengths, batch_first=True, enforce_sorted=False)
-            output, _ = recurrent(packed)
-            output, _ = pad_packed_sequence(output, batch_first=True, total_length=frames)  # [B, T', H or 2H], 0 beyond
+            output = run_recurrent(recurrent, hidden.transpose(1, 2), lengths, packed=self.packed_sequences)  # [B, T', H or 2H]
             if self.bidirectional:
                 output = output.view(batch, frames, 2, -1).sum(2)  # the paper sums the directions: [B, T', H]
             hidden = output.transpose(1, 2)  # [B, H, T']
