@@ -100,6 +100,8 @@ def _curves(runs: dict[str, list[dict[str, Any]]], figures: Figures) -> None:
                 elif key.startswith(("train/", "val/")) and not key.endswith(COUNT_SUFFIXES) and not key.endswith("_time_s"):
                     names[key.split("/", 1)[1]] = None
     several = len(runs) > 1
+    # Where each epoch ended (the first run's): a top axis of epochs over the step axis.
+    ends = [(line["step"], line["epoch"] + 1) for line in next(iter(runs.values()), []) if line.get("split") == "epoch"]
     for name in names:
         figure, axes = figures.new(name)
         for index, (run, lines) in enumerate(runs.items()):
@@ -114,8 +116,9 @@ def _curves(runs: dict[str, list[dict[str, Any]]], figures: Figures) -> None:
                     axes.plot(*zip(*points), style, color=color, alpha=0.5 if what == "training" else 1.0,
                               markersize=4, label=label + what)
         axes.set_xlabel("update step")
+        _mark_epochs(axes, ends)
         axes.legend(fontsize="small")
-        figures.add(figure, f"curve-{_file_name(name)}", f"{name} against the update step")
+        figures.add(figure, f"curve-{_file_name(name)}", f"{name} against the update step (epochs ended at the top axis's marks)")
     if settings:
         figure, axes = figures.new("learning rates and scheduled values")
         for index, (run, lines) in enumerate(runs.items()):
@@ -125,8 +128,20 @@ def _curves(runs: dict[str, list[dict[str, Any]]], figures: Figures) -> None:
                     axes.plot(*zip(*points), color=f"C{(index * len(settings) + offset) % 10}",
                               label=f"{run}: {key}" if several else key)
         axes.set_xlabel("update step")
+        _mark_epochs(axes, ends)
         axes.legend(fontsize="small")
         figures.add(figure, "settings", "learning rates and scheduled values against the update step")
+
+
+def _mark_epochs(axes, ends: list[tuple[int, int]]) -> None:
+    """A top axis with a mark where each epoch ended (its number), and a faint line down from it."""
+    if not ends:
+        return
+    top = axes.secondary_xaxis("top")
+    top.set_xticks([step for step, _ in ends], [str(epoch) for _, epoch in ends], fontsize="x-small")
+    top.set_xlabel("end of epoch", fontsize="small")
+    for step, _ in ends:
+        axes.axvline(step, color="grey", linewidth=0.5, alpha=0.4)
 
 
 def _history(results: dict[str, dict[str, Any]], figures: Figures) -> None:
