@@ -295,6 +295,8 @@ class Experiment:
                 failures.append(error)
             except OSError as error:
                 failures.append(storage_error(self.directory, error))
+            except Exception as error:  # a tracker's own failure (a store gone): the rest still close
+                self.logger.warning("%s could not close: %s", type(each).__name__, error)
         remove_handler(self._log_handler)
         failures.append(self._log_handler_failure())
         release(self._status_lock)

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from cadence import Callback, ClassificationTask, Experiment, Trainer
 from cadence.commands.cli import main
-from cadence.loggers import CSVLogger, MLflowLogger
+from cadence.loggers import CSVLogger, MetricLogger, MLflowLogger
 from cadence.metrics import Accuracy
 
 
@@ -122,3 +122,16 @@ def test_mlflow_params_are_the_resolved_recipe(tmp_path, fsdd_root):
     assert run.data.params["optimizer.name"] == "adamw" and "model.name" in run.data.params
     assert "test/accuracy" in run.data.metrics and (tmp_path / "run" / "tensorboard").is_dir()
     assert "config.yaml" in {entry.path for entry in client.list_artifacts(run.info.run_id)}
+
+
+class BrokenTracker(MetricLogger):
+    def close(self):
+        raise RuntimeError("the store went away")
+
+
+def test_a_tracker_that_fails_to_close_is_warned_about_and_the_others_still_close(tmp_path, caplog):
+    after = CSVLogger()
+    experiment = Experiment(tmp_path, tensorboard=False, loggers=[BrokenTracker(), after])
+    experiment.stop()
+    assert after._handle is None and experiment.stopped
+    assert "BrokenTracker could not close: the store went away" in caplog.text
