@@ -1061,7 +1061,7 @@ class Trainer:
             "metrics_lines": self.experiment.metrics_lines if self.experiment is not None else None,
             "config_sha256": config_hash(self.config) if self.config is not None else None,
         }
-        if monitor_value is not None and len(self.monitors) > 1:  # this epoch's tie-breakers, for retention and "best"
+        if monitor_value is not None and len(self.monitors) > 1:  # this validation's tie-breakers, for retention and "best"
             last = self.state.history[-1]
             metadata["tie_breakers"] = [{"monitor": key, "mode": mode, "value": last.get(key)} for key, mode in self.monitors[1:]]
         state = self.state_dict()
