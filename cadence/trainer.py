@@ -681,10 +681,15 @@ class Trainer:
     def validation_of_this_step(self) -> dict[str, float] | None:
         """The figures of a validation of these very weights in this epoch, if one ran (a step
         validation on the last update of an epoch whose length the loop could not know)."""
-        last = self.state.history[-1] if self.state.history else None
-        if last is None or (last["epoch"], last["step"]) != (self.state.epoch + 1, self.state.global_step):
+        last = self.last_validation_here()
+        if last is None or last["epoch"] != self.state.epoch + 1:
             return None
         return {key: value for key, value in last.items() if key not in ("epoch", "step")}
+
+    def last_validation_here(self) -> dict[str, Any] | None:
+        """The history's last entry if it validated these very weights (it ran at this step)."""
+        last = self.state.history[-1] if self.state.history else None
+        return last if last is not None and last["step"] == self.state.global_step else None
 
     def test(self, data: Iterable) -> dict[str, float]:
         metrics = self.evaluate(data, "test")
@@ -789,10 +794,8 @@ class Trainer:
     def monitored_value_here(self) -> float | None:
         """The monitored value of these very weights, if the last validation was at this step
         (the epoch's end, or a step validation): what a checkpoint saved now is ranked by."""
-        last = self.state.history[-1] if self.state.history else None
-        if last is None or last["step"] != self.state.global_step:
-            return None
-        return self.metric_value(last, self.monitor)
+        last = self.last_validation_here()
+        return self.metric_value(last, self.monitor) if last is not None else None
 
     def maybe_restore_best(self) -> None:
         """At the end of fit, load the best weights back (``restore_best``): rank 0 reads them,

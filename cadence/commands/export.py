@@ -159,7 +159,7 @@ def _onnx(inference: Inference, batch: tuple[torch.Tensor, torch.Tensor], path: 
     # From a tenth of the traced second (longer than any STFT window) to an hour.
     samples = torch.export.Dim("samples", min=waveforms.shape[1] // 10, max=waveforms.shape[1] * 3600)
     front = scratch / "features.onnx"
-    torch.onnx.export(_Features(inference).eval(), (waveforms, lengths), str(front), dynamo=True, opset_version=OPSET,
+    torch.onnx.export(inference.features.eval(), (waveforms, lengths), str(front), dynamo=True, opset_version=OPSET,
                       dynamic_shapes=({0: utterances, 1: samples}, {0: utterances}),
                       input_names=["waveforms", "lengths"], output_names=["features", "frame_lengths"], verbose=False)
     outputs = ["log_probs", "output_lengths"] if inference.ctc else ["logits"]
@@ -174,15 +174,6 @@ def _onnx(inference: Inference, batch: tuple[torch.Tensor, torch.Tensor], path: 
     joined = onnx.compose.merge_models(first, second, io_map=[("features", "features"), ("frame_lengths", "frame_lengths")])
     onnx.checker.check_model(joined)
     onnx.save(joined, str(path))
-
-
-class _Features(nn.Module):
-    def __init__(self, inference: Inference):
-        super().__init__()
-        self.features = inference.features
-
-    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.features(waveforms, lengths)
 
 
 def _onnxruntime_runner(path: Path):

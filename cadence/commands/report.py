@@ -30,7 +30,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cadence.commands.runs import compare_runs, is_run, read_config
+from cadence.commands.runs import compare_runs, is_run
 from cadence.errors import ConfigError
 from cadence.runtime.files import read_json_object, write_bytes_atomic
 
@@ -313,9 +313,9 @@ def write_report(run_directories: list[str | Path], out: str | Path | None = Non
             raise ConfigError("cadence report of several runs needs --out DIR (where to write the page)")
         out = paths[0] / "report"
     out = Path(out)
-    names = _unique_names(paths)
-    directories = dict(zip(names, paths))
     comparison = compare_runs(paths)
+    names = _unique_names(comparison["runs"])
+    directories = dict(zip(names, paths))
     results = {name: read_json_object(path / "results.json") for name, path in directories.items()}
     metrics = {name: _records(path / "metrics.jsonl") for name, path in directories.items()}
     try:
@@ -337,7 +337,8 @@ def write_report(run_directories: list[str | Path], out: str | Path | None = Non
     return out / "report.html"
 
 
-def _unique_names(paths: list[Path]) -> list[str]:
-    """Each run's config name, with its folder's name where two runs share one."""
-    names = [str(read_config(path).get("name") or path.name) for path in paths]
-    return [f"{name} ({path.name})" if names.count(name) > 1 else name for name, path in zip(names, paths)]
+def _unique_names(summaries: list[dict[str, Any]]) -> list[str]:
+    """Each run's config name (from its ``cadence compare`` summary), with its folder's name where two runs share one."""
+    folders = [Path(summary["run"]).name for summary in summaries]
+    names = [str(summary.get("name") or folder) for summary, folder in zip(summaries, folders)]
+    return [f"{name} ({folder})" if names.count(name) > 1 else name for name, folder in zip(names, folders)]

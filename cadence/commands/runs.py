@@ -21,7 +21,7 @@ import yaml
 
 from cadence.errors import ConfigError
 from cadence.run_status import STATUS_FILE, read_status
-from cadence.runtime.files import read_json_object
+from cadence.runtime.files import dotted_keys, read_json_object
 
 __all__ = ["compare_runs", "config_differences", "format_table", "list_runs", "read_config", "summarize_run"]
 
@@ -121,16 +121,6 @@ def _duration(seconds: Any) -> str:
     return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
 
 
-def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested config as dotted keys (``optimizer.lr``); lists stay values."""
-    if not isinstance(config, dict):
-        return {prefix: config}
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
-
-
 def config_differences(configs: list[dict[str, Any]]) -> dict[str, list[Any]]:
     """The dotted keys whose values differ between ``configs``, each with its value in every
     config (``"(missing)"`` where a config has no such key).
@@ -138,7 +128,7 @@ def config_differences(configs: list[dict[str, Any]]) -> dict[str, list[Any]]:
     >>> config_differences([{"optimizer": {"lr": 0.1, "name": "adam"}}, {"optimizer": {"lr": 0.2, "name": "adam"}, "seed": 1}])
     {'optimizer.lr': [0.1, 0.2], 'seed': ['(missing)', 1]}
     """
-    flat = [flatten(config) for config in configs]
+    flat = [dotted_keys(config) for config in configs]
     keys = sorted(set().union(*flat)) if flat else []
     differences = {}
     for key in keys:

@@ -24,7 +24,7 @@ from typing import Any
 from cadence.errors import ConfigError
 from cadence.loggers.base import MetricLogger
 from cadence.registry import LOGGERS
-from cadence.runtime.files import read_json_object, write_json_atomic
+from cadence.runtime.files import dotted_keys, read_json_object, write_json_atomic
 
 RUN_FILE = "mlflow_run.json"
 ARTIFACTS = ("config.yaml", "provenance.json", "results.json", "train.log", "status.json", "learning_rates.json")
@@ -74,7 +74,7 @@ class MLflowLogger(MetricLogger):
         if config is not None:
             from mlflow.entities import Param
 
-            params = [Param(key, value) for key, value in flattened(config).items()]
+            params = [Param(key, value) for key, value in as_params(config).items()]
             for first in range(0, len(params), PARAMS_A_BATCH):
                 self.client.log_batch(self.run_id, params=params[first:first + PARAMS_A_BATCH])
 
@@ -133,18 +133,11 @@ class MLflowLogger(MetricLogger):
         self.wait()
 
 
-def flattened(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """A nested config as MLflow params: ``{"optimizer.lr": "0.002"}``, lists as JSON, long values cut.
+def as_params(config: dict[str, Any]) -> dict[str, str]:
+    """A nested config as MLflow params: ``{"optimizer.lr": "0.002"}``, other values as JSON, long ones cut.
 
-    >>> flattened({"optimizer": {"name": "adamw", "lr": 2e-3}, "metrics": ["wer", "cer"]})
+    >>> as_params({"optimizer": {"name": "adamw", "lr": 2e-3}, "metrics": ["wer", "cer"]})
     {'optimizer.name': 'adamw', 'optimizer.lr': '0.002', 'metrics': '["wer", "cer"]'}
     """
-    params = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            params.update(flattened(value, f"{name}."))
-        else:
-            text = value if isinstance(value, str) else json.dumps(value, default=str)
-            params[name] = text[:PARAM_LENGTH]
-    return params
+    return {key: (value if isinstance(value, str) else json.dumps(value, default=str))[:PARAM_LENGTH]
+            for key, value in dotted_keys(config).items()}

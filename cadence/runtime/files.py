@@ -207,6 +207,20 @@ def config_hash(resolved: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def dotted_keys(config: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as dotted keys (``optimizer.lr``); lists stay values.
+
+    >>> dotted_keys({"optimizer": {"name": "adamw", "lr": 0.002}, "metrics": ["wer"]})
+    {'optimizer.name': 'adamw', 'optimizer.lr': 0.002, 'metrics': ['wer']}
+    """
+    if not isinstance(config, dict):
+        return {prefix: config}
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        flat.update(dotted_keys(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
 def to_yaml(resolved: dict[str, Any]) -> str:
     """A resolved config as YAML, keys in their order (what ``config.yaml`` and ``--print-config`` show)."""
     return yaml.dump(resolved, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False, default_flow_style=False)

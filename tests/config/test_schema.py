@@ -100,3 +100,26 @@ def test_a_resolved_text_recipe_validates_again():
     resolved = resolve(recipe).to_dict()
     assert [metric["name"] for metric in resolved["metrics"]] == ["wer", "cer"]
     assert validate_recipe(resolved).task.name == "seq2seq"
+
+
+def test_experiment_loggers_are_named_checked_and_resolved():
+    assert resolved([])["experiment"]["loggers"] == [{"name": "tensorboard"}]  # the default
+    assert resolved(["experiment.loggers=[tensorboard, csv]"])["experiment"]["loggers"] == [
+        {"name": "tensorboard"}, {"name": "csv", "file": "metrics.csv"}]  # a logger's defaults filled in
+    with pytest.raises(ConfigError, match=r"experiment\.loggers\.1\.name: unknown experiment logger 'mlflw' \(did you mean 'mlflow'\?\)"):
+        resolved(["experiment.loggers=[tensorboard, mlflw]"])
+    with pytest.raises(ConfigError, match=r"experiment\.loggers\.0\.fil: unknown key \(did you mean 'file'\?\)"):
+        resolved(["experiment.loggers=[{name: csv, fil: x.csv}]"])
+    with pytest.raises(ConfigError, match="tensorboard takes no options"):
+        resolved(["experiment.loggers=[{name: tensorboard, every: 2}]"])
+
+
+@pytest.mark.parametrize(("overrides", "loggers"), [
+    (["experiment.tensorboard=false"], []),
+    (["experiment.tensorboard=false", "experiment.loggers=[tensorboard, csv]"], ["csv"]),
+    (["experiment.tensorboard=true", "experiment.loggers=[csv]"], ["tensorboard", "csv"]),
+])
+def test_the_older_tensorboard_switch_folds_into_loggers(overrides, loggers):
+    # Recipes and checkpoints from before experiment.loggers still load; loggers alone then says.
+    experiment = resolved(overrides)["experiment"]
+    assert [logger["name"] for logger in experiment["loggers"]] == loggers and "tensorboard" not in experiment
