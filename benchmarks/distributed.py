@@ -106,7 +106,7 @@ def worker(arguments) -> None:
         ours = statistics.median(r["cadence"] for r in per_round)
         print(json.dumps({"world_size": world, "ratio_cadence_to_hand": ratio, "hand_steps_per_s": 1 / hand,
                           "cadence_steps_per_s": 1 / ours, "rounds": arguments.rounds, "steps": arguments.steps}))
-    leave_process_group()
+    leave_process_group(finished=True)
 
 
 def main() -> None:

@@ -189,10 +189,12 @@ def run_train(arguments: argparse.Namespace) -> int:
     if arguments.print_config:
         print(print_config(arguments.recipe, arguments.overrides), end="")
         return 0
+    finished = False
     try:
         print_summary(train_recipe(arguments.recipe, arguments.overrides, arguments.exp_dir))
+        finished = True
     finally:
-        leave_process_group()  # the group train_recipe joined under torchrun, shut down before the interpreter exits
+        leave_process_group(finished)  # the group train_recipe joined under torchrun, shut down before the interpreter exits
     return 0
 
 
@@ -207,12 +209,14 @@ def run_resume(arguments: argparse.Namespace) -> int:
     from cadence.commands.train import resume_experiment
     from cadence.runtime.distributed import leave_process_group
 
+    finished = False
     try:
         print_summary(resume_experiment(
             arguments.experiment, arguments.overrides, arguments.checkpoint, arguments.allow_config_change, arguments.trust_code,
         ))
+        finished = True
     finally:
-        leave_process_group()  # as in run_train
+        leave_process_group(finished)  # as in run_train
     return 0
 
 

@@ -106,7 +106,7 @@ def main() -> None:
     specs, out = json.loads(sys.argv[1]), Path(sys.argv[2])
     for name, spec in specs.items():
         train(spec, out / name)
-    leave_process_group()
+    leave_process_group(finished=True)
 
 
 def train(spec: dict, out: Path) -> None:
