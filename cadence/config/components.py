@@ -5,7 +5,7 @@ name into the registries before a recipe is resolved.
 | registry | names |
 | --- | --- |
 | ``DATASETS`` | ``fsdd``, ``librispeech`` (:mod:`cadence.corpora.builders`), ``manifests`` (:mod:`cadence.data.builders`) |
-| ``FEATURES`` | ``spectrogram``, ``log_mel``, ``mfcc``, ``normalize``, ``spec_augment``, ``speed_perturb``; distortions ``reverb``, ``additive_noise``, ``band_drop``, ``clipping``, ``chop``, ``downsample`` (:mod:`cadence.data.distortions`) |
+| ``FEATURES`` | ``spectrogram``, ``log_mel``, ``mfcc``, ``normalize``, ``spec_augment``, ``speed_perturb``; distortions ``reverb``, ``additive_noise``, ``band_drop``, ``clipping``, ``chop``, ``downsample``, ``edge_trim`` (:mod:`cadence.data.distortions`) |
 | ``MODELS`` | ``cnn_classifier``, ``deepspeech2``, ``listen_attend_spell``, ``pase_encoder``, ``encoder_classifier``, ``feature_frames``, ``tds``; PASE workers ``worker_mlp``, ``waveform_decoder`` |
 | ``TASKS`` | ``classification``, ``ctc``, ``seq2seq``, ``framewise``, ``pase`` |
 | ``OPTIMIZERS``, ``SCHEDULERS`` | ``sgd``, ``adam``, ``adamw``, ``per_module``; ``step``, ``exponential``, ``reduce_on_plateau``, ``phases``, ``per_module`` |

@@ -13,6 +13,7 @@ evaluation), so it is also plain data augmentation for any recipe.
 | ``band_drop`` | :mod:`.band_drop` | removes a random frequency band |
 | ``clipping`` | :mod:`.clipping` | clips it at a random fraction of its peak |
 | ``chop`` | :mod:`.chop` | zeroes a few short random segments |
+| ``edge_trim`` | :mod:`.edge_trim` | silences the quiet starts and ends of its stretches of speech, as an aggressive endpointer would |
 | ``downsample`` | :mod:`.downsample` | keeps only the band below a random lower sample rate's Nyquist frequency |
 
 Shared by all (:class:`.common.Distortion`): ``p``, each utterance's own probability of being
@@ -49,6 +50,7 @@ from cadence.data.distortions.chop import Chop
 from cadence.data.distortions.clipping import Clipping
 from cadence.data.distortions.common import Distortion
 from cadence.data.distortions.downsample import Downsample
+from cadence.data.distortions.edge_trim import EdgeTrim
 from cadence.data.distortions.reverb import Reverb
 
-__all__ = ["AdditiveNoise", "BandDrop", "Chop", "Clipping", "Distortion", "Downsample", "Reverb"]
+__all__ = ["AdditiveNoise", "BandDrop", "Chop", "Clipping", "Distortion", "Downsample", "EdgeTrim", "Reverb"]
