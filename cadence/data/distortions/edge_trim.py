@@ -85,17 +85,17 @@ class EdgeTrim(Distortion):
         silenced = torch.zeros(waveforms.shape, dtype=torch.bool)
         for row, (utterance, count) in enumerate(zip(levels, frame_counts)):
             utterance = utterance[:count]
-            for (first, last), (start_if, start_depth, end_if, end_depth) in zip(
+            for (first, last), (start_chance, start_depth, end_chance, end_depth) in zip(
                 speech_stretches(utterance, self.silence_db, pause_frames), draws[row]
             ):
-                peak = max(utterance[first:last + 1])
-                if start_if < self.edge_p:
+                peak = max(utterance[first:last + 1])  # (a NaN level matches no threshold: nothing is cut)
+                if start_chance < self.edge_p:
                     threshold = peak - uniform_between(start_depth, self.threshold_db)
-                    kept_from = next(index for index in range(first, last + 1) if utterance[index] >= threshold)
+                    kept_from = next((index for index in range(first, last + 1) if utterance[index] >= threshold), first)
                     silenced[row, first * self.frame:kept_from * self.frame] = True
-                if end_if < self.edge_p:
+                if end_chance < self.edge_p:
                     threshold = peak - uniform_between(end_depth, self.threshold_db)
-                    kept_to = next(index for index in range(last, first - 1, -1) if utterance[index] >= threshold)
+                    kept_to = next((index for index in range(last, first - 1, -1) if utterance[index] >= threshold), last)
                     silenced[row, (kept_to + 1) * self.frame:(last + 1) * self.frame] = True
         return waveforms.masked_fill(silenced.to(waveforms.device), 0.0)
 
