@@ -75,18 +75,18 @@ class EdgeTrim(Distortion):
         self.min_pause_s = checked_value(name, "min_pause_s", min_pause_s, above=0)
         self.frame_s = checked_value(name, "frame_s", frame_s, above=0)
         self.frame = max(1, round(self.frame_s * self.sample_rate))  # samples a frame
+        self.pause_frames = max(1, round(self.min_pause_s / self.frame_s))  # the shortest gap that splits stretches
         self.max_stretches = max_stretches
 
     def distort(self, waveforms: torch.Tensor, lengths: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
         levels = frame_levels_db(waveforms, self.frame).tolist()  # [B, frames], on the host
         frame_counts = (-(-lengths // self.frame)).tolist()
-        pause_frames = max(1, round(self.min_pause_s / self.frame_s))
         draws = draws.reshape(draws.shape[0], self.max_stretches, 4).tolist()
         silenced = torch.zeros(waveforms.shape, dtype=torch.bool)
         for row, (utterance, count) in enumerate(zip(levels, frame_counts)):
             utterance = utterance[:count]
             for (first, last), (start_chance, start_depth, end_chance, end_depth) in zip(
-                speech_stretches(utterance, self.silence_db, pause_frames), draws[row]
+                speech_stretches(utterance, self.silence_db, self.pause_frames), draws[row]
             ):
                 peak = max(utterance[first:last + 1])  # (a NaN level matches no threshold: nothing is cut)
                 if start_chance < self.edge_p:
