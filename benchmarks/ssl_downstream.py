@@ -8,7 +8,9 @@ seed) and are tested on FSDD's official test takes:
 
 - ``frozen``: a classifier on the frozen pretrained encoder;
 - ``finetuned``: the same, the encoder fine-tuned at a tenth of the head's rate;
-- ``logmel``: the same classifier (pooling and MLP) on 40 log-mel bands;
+- ``logmel``: the same classifier (pooling and MLP) on 40 log-mel bands, normalized with the mean
+  and variance of the labelled training utterances (the encoder's frames come out of a
+  normalization too; raw log-mel values, around -10, leave the MLP far behind);
 - ``scratch``: the encoder and classifier trained from random weights.
 
 Target: ``frozen`` or ``finetuned`` ahead of both ``logmel`` and ``scratch`` at 1 and 5 per class,
@@ -37,7 +39,8 @@ RECIPES = REPOSITORY / "recipes" / "fsdd"
 VARIANTS = {
     "frozen": [],
     "finetuned": ["model.freeze_encoder=false", "optimizer.groups=[{params: 'encoder.*', lr: 1.0e-4}]"],
-    "logmel": ["preload=[]", "features={name: log_mel, n_mels: 40}", "model.encoder={name: feature_frames, size: 40}"],
+    "logmel": ["preload=[]", "features=[{name: log_mel, n_mels: 40}, {name: normalize, mode: global}]",
+               "model.encoder={name: feature_frames, size: 40}"],
     "scratch": ["preload=[]", "model.freeze_encoder=false"],
 }
 PRETRAINED_VARIANTS = ("frozen", "finetuned")

@@ -15,7 +15,11 @@ as the frames, so the same pooling and head can be compared on plain features.
 and it stays in evaluation mode (its batch norms keep the pretraining statistics, which a
 recipe's ``freeze:`` patterns alone would let training mode update) and runs without
 building a graph. ``false`` fine-tunes it (give it its own learning rate with
-``optimizer.groups`` on ``model.encoder.*``).
+``optimizer.groups`` on ``model.encoder.*``). ``pretrained_norms: true`` fine-tunes the weights
+but keeps the encoder's batch norms in evaluation mode: they normalize with the pretraining
+statistics and never update them, where batches of a few labelled utterances would give noisy
+ones. (Measured on FSDD at 1 utterance a class, it was no better than plain fine-tuning:
+BENCHMARKS.md, issue 14.)
 
 >>> import cadence.models.pase  # registers pase_encoder
 >>> model = EncoderClassifier(num_classes=6, encoder={"name": "pase_encoder", "sample_rate": 8000, "sinc_filters": 4,
@@ -24,6 +28,10 @@ building a graph. ``false`` fine-tunes it (give it its own learning rate with
 torch.Size([2, 6])
 >>> model.train().encoder.training, any(parameter.requires_grad for parameter in model.encoder.parameters())
 (False, False)
+>>> tuned = EncoderClassifier(num_classes=6, encoder={"name": "pase_encoder", "sample_rate": 8000, "sinc_filters": 4,
+...                           "channels": [4] * 7, "rnn_hidden": 4, "output_size": 8}, pretrained_norms=True).train()
+>>> tuned.encoder.training, tuned.encoder.norms[0].training, tuned.encoder.sinc.low_hz.requires_grad
+(True, False, True)
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ class EncoderClassifier(nn.Module):
         hidden: PositiveInt = 256,
         dropout: ProperFraction = 0.1,
         freeze_encoder: bool = False,
+        pretrained_norms: bool = False,
     ):
         super().__init__()
         self.encoder = MODELS.get(encoder["name"], "model.encoder.name")(**spec_settings(encoder))
@@ -57,7 +66,11 @@ class EncoderClassifier(nn.Module):
         if not isinstance(size, int):
             raise ConfigError(f"model.encoder: {encoder['name']} has no output_size attribute (the size of its frames); "
                               "encoder_classifier needs an encoder such as pase_encoder")
+        if freeze_encoder and pretrained_norms:
+            raise ConfigError("model.pretrained_norms is for fine-tuning (freeze_encoder: false); a frozen encoder "
+                              "keeps its pretrained batch-norm statistics already: drop pretrained_norms")
         self.freeze_encoder = freeze_encoder
+        self.pretrained_norms = pretrained_norms
         if freeze_encoder:
             self.encoder.requires_grad_(False)
         self.head = nn.Sequential(nn.Linear(2 * size, hidden), nn.PReLU(hidden), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
@@ -66,6 +79,10 @@ class EncoderClassifier(nn.Module):
         super().train(mode)
         if self.freeze_encoder:
             self.encoder.eval()  # its batch norms keep the statistics it was pretrained with
+        elif self.pretrained_norms:
+            for module in self.encoder.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         return self
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

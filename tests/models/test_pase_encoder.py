@@ -125,12 +125,13 @@ def test_mistakes_are_named() -> None:
     assert math.prod(PASEEncoder(**SMALL).strides) == 160
 
 
-@pytest.mark.parametrize("freeze", [True, False])
-def test_a_downstream_classifier_freezes_or_fine_tunes_its_encoder(freeze) -> None:
+@pytest.mark.parametrize("mode", ["frozen", "fine-tuned", "pretrained norms"])
+def test_a_downstream_classifier_freezes_or_fine_tunes_its_encoder(mode) -> None:
     from cadence.models.encoder_classifier import EncoderClassifier
 
     torch.manual_seed(4)
-    model = EncoderClassifier(num_classes=3, encoder={"name": "pase_encoder", **SMALL}, hidden=8, freeze_encoder=freeze)
+    model = EncoderClassifier(num_classes=3, encoder={"name": "pase_encoder", **SMALL}, hidden=8,
+                              freeze_encoder=mode == "frozen", pretrained_norms=mode == "pretrained norms")
     before = {name: tensor.clone() for name, tensor in model.encoder.state_dict().items()}
     head_before = model.head[0].weight.clone()
     optimizer = torch.optim.SGD([parameter for parameter in model.parameters() if parameter.requires_grad], lr=0.1)
@@ -139,11 +140,21 @@ def test_a_downstream_classifier_freezes_or_fine_tunes_its_encoder(freeze) -> No
     loss.backward()
     optimizer.step()
     changed = [name for name, tensor in model.encoder.state_dict().items() if not torch.equal(tensor, before[name])]
+    statistics = [name for name in changed if "running_" in name or "num_batches_tracked" in name]
     assert not torch.equal(model.head[0].weight, head_before)
-    if freeze:
+    if mode == "frozen":
         assert changed == []  # weights and batch-norm statistics as pretrained
+    elif mode == "pretrained norms":
+        assert "convolutions.0.weight" in changed and "norms.1.weight" in changed and statistics == []
     else:
         assert "convolutions.0.weight" in changed and "norms.1.running_mean" in changed
+
+
+def test_a_frozen_encoder_refuses_pretrained_norms() -> None:
+    from cadence.models.encoder_classifier import EncoderClassifier
+
+    with pytest.raises(ConfigError, match="pretrained_norms is for fine-tuning"):
+        EncoderClassifier(num_classes=3, encoder={"name": "pase_encoder", **SMALL}, freeze_encoder=True, pretrained_norms=True)
 
 
 def test_a_downstream_classifier_pools_valid_frames_only() -> None:
