@@ -58,9 +58,9 @@ def pooled(frames_of, waveforms: list[torch.Tensor]) -> torch.Tensor:
 
 def logistic_regression(inputs: torch.Tensor, targets: torch.Tensor, classes: int, penalty: float = 0.5) -> torch.nn.Linear:
     """Summed cross-entropy plus ``penalty * |W|^2`` (scikit-learn's default, C=1), to convergence."""
-    torch.manual_seed(0)  # L-BFGS from zero weights: the result does not depend on the seed
     model = torch.nn.Linear(inputs.shape[1], classes)
-    torch.nn.init.zeros_(model.weight), torch.nn.init.zeros_(model.bias)
+    torch.nn.init.zeros_(model.weight)  # L-BFGS from zero weights: no seed enters the result
+    torch.nn.init.zeros_(model.bias)
     optimizer = torch.optim.LBFGS(model.parameters(), max_iter=500, tolerance_grad=1e-6, line_search_fn="strong_wolfe")
 
     def objective() -> torch.Tensor:
