@@ -212,6 +212,15 @@ class AudioDataLoader:
             options.max_seqs, 100 * plan.padding_fraction(options.frames_per_second),
             f"; left out: {dropped}" if dropped else "",
         )
+        left_out = sum(plan.dropped.values())
+        if left_out > len(self.dataset) / 2:
+            # Most likely a chunk_size or a length limit meant for other audio: the run would
+            # train on a sliver of its data and only an info line would say so.
+            logger.warning(
+                "%s data: %d segments of %d utterances are left out of every epoch (%s); check chunk_size, "
+                "min_duration and max_duration in the recipe's batching for this split against the audio's durations",
+                self.name, left_out, len(self.dataset), dropped,
+            )
 
     def __iter__(self) -> Iterator[Batch]:
         if not self.resumable:

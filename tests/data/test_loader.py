@@ -305,3 +305,16 @@ def test_a_loader_left_inside_an_epoch_stops_its_workers_when_it_goes(fsdd_entri
         assert set(multiprocessing.active_children()) - before == set()
     finally:
         gc.enable()
+
+
+def test_a_plan_that_leaves_out_most_utterances_is_a_warning_and_a_few_is_not(fsdd_entries, caplog) -> None:
+    dataset = AudioDataset(Manifest(fsdd_entries[:20]), AudioDataProcessor(8000, label_to_index={w: i for i, w in enumerate(WORDS)}))
+    durations = sorted(dataset.durations)
+    for chunk_size, warned in ((durations[2], False), (durations[15], True)):  # 2 left out, then 15 of 20
+        caplog.clear()
+        loader = AudioDataLoader(dataset, BatchSampler(dataset.durations, BatchingOptions(max_frames=8000, chunk_size=chunk_size)))
+        next(iter(loader))
+        warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+        assert bool(warnings) == warned, warnings
+    assert warnings == ["train data: 15 segments of 20 utterances are left out of every epoch (15 shorter than chunk); check "
+                        "chunk_size, min_duration and max_duration in the recipe's batching for this split against the audio's durations"]
