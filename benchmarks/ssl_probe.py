@@ -40,6 +40,7 @@ from cadence.corpora.fsdd import prepare_fsdd
 from cadence.data.audio import load_audio
 from cadence.data.features import LogMel
 from cadence.data.manifest import read_manifest
+from cadence.models.encoder_classifier import mean_and_std_pooling
 
 SAMPLE_RATE = 8000
 TASK_LABELS = {"speakers": "speaker", "digits": "text"}  # the manifest field each task classifies
@@ -48,12 +49,7 @@ TASK_LABELS = {"speakers": "speaker", "digits": "text"}  # the manifest field ea
 @torch.no_grad()
 def pooled(frames_of, waveforms: list[torch.Tensor]) -> torch.Tensor:
     """``[utterances, 2 D]``: each utterance's frames ``[D, T]`` pooled to their mean and std."""
-    rows = []
-    for waveform in waveforms:
-        frames, lengths = frames_of(waveform[None], torch.tensor([waveform.numel()]))
-        valid = frames[0, :, : int(lengths[0])]
-        rows.append(torch.cat([valid.mean(1), valid.std(1, unbiased=False)]))
-    return torch.stack(rows)
+    return torch.cat([mean_and_std_pooling(*frames_of(waveform[None], torch.tensor([waveform.numel()]))) for waveform in waveforms])
 
 
 def logistic_regression(inputs: torch.Tensor, targets: torch.Tensor, classes: int, penalty: float = 0.5) -> torch.nn.Linear:

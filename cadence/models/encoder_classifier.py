@@ -44,7 +44,7 @@ from cadence.errors import ConfigError
 from cadence.models.masking import valid_frames
 from cadence.registry import MODELS, component_spec, spec_settings
 
-__all__ = ["EncoderClassifier", "FeatureFrames"]
+__all__ = ["EncoderClassifier", "FeatureFrames", "mean_and_std_pooling"]
 
 
 @MODELS.register("encoder_classifier")
@@ -88,11 +88,17 @@ class EncoderClassifier(nn.Module):
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
             frames, frame_lengths = self.encoder(inputs, lengths)  # [B, D, T], [B]
-        mask = valid_frames(frame_lengths, frames.shape[-1]).to(frames.dtype)  # [B, 1, T]
-        count = mask.sum(-1).clamp(min=1)  # [B, 1]: an utterance too short for a frame pools to zeros
-        mean = (frames * mask).sum(-1) / count  # [B, D]
-        variance = (((frames - mean[..., None]) * mask) ** 2).sum(-1) / count
-        return self.head(torch.cat([mean, torch.sqrt(variance + 1e-5)], dim=1))  # [B, classes]
+        return self.head(mean_and_std_pooling(frames, frame_lengths))  # [B, classes]
+
+
+def mean_and_std_pooling(frames: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+    """``[B, 2 D]``: the mean and standard deviation of each utterance's valid frames ``[B, D, T]``
+    (``benchmarks/ssl_probe.py`` pools with it too, so the probe sees what the head sees)."""
+    mask = valid_frames(frame_lengths, frames.shape[-1]).to(frames.dtype)  # [B, 1, T]
+    count = mask.sum(-1).clamp(min=1)  # [B, 1]: an utterance too short for a frame pools to zeros
+    mean = (frames * mask).sum(-1) / count  # [B, D]
+    variance = (((frames - mean[..., None]) * mask) ** 2).sum(-1) / count
+    return torch.cat([mean, torch.sqrt(variance + 1e-5)], dim=1)
 
 
 @MODELS.register("feature_frames")
